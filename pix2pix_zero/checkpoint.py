@@ -1,0 +1,130 @@
+"""Reading safetensors checkpoints tensor by tensor, and loading modules strictly with a readable report.
+
+A safetensors file is an 8-byte little-endian header length, a JSON header {name: {dtype, shape,
+data_offsets}} and the raw tensor bytes (https://github.com/huggingface/safetensors#format). Reading each
+tensor with plain file reads (no mmap) and casting it at once keeps peak memory near one copy of the
+weights at the target dtype. Pickled checkpoints (.ckpt, .pt, .bin) are refused, never unpickled.
+"""
+import hashlib
+import json
+import os
+import struct
+from collections import Counter
+from pathlib import Path
+
+import torch
+from torch import nn
+
+DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+          "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+          "BOOL": torch.bool}
+
+PICKLE_HELP = (
+    "pix2pix_zero reads safetensors only and never unpickles files. Convert it once (from a source you trust) with:\n"
+    "  python -c \"import sys, torch, safetensors.torch as st; sd = torch.load(sys.argv[1], map_location='cpu', "
+    "weights_only=True); sd = sd.get('state_dict', sd); st.save_file({k: v.contiguous() for k, v in sd.items() "
+    "if torch.is_tensor(v)}, sys.argv[2])\" model.ckpt model.safetensors\n"
+    "or download the .safetensors version of the model.")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be loaded; the message names the file and what is wrong."""
+
+
+class SafetensorsFile:
+    """Header of one safetensors file, and reads of single tensors from it."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise CheckpointError(f"{self.path}: no such file")
+        size = self.path.stat().st_size
+        with open(self.path, "rb") as f:
+            head = f.read(8)
+            if head[:2] == b"PK" or head[:1] == b"\x80":
+                raise CheckpointError(f"{self.path}: this is a PyTorch pickle checkpoint, not safetensors.\n{PICKLE_HELP}")
+            if len(head) < 8:
+                raise CheckpointError(f"{self.path}: not a safetensors file ({size} bytes, too short for a header)")
+            (n,) = struct.unpack("<Q", head)
+            if n > size - 8 or n > 100_000_000:
+                raise CheckpointError(f"{self.path}: not a safetensors file, or truncated (header length {n} > "
+                                      f"file size {size})")
+            self.header_bytes = f.read(n)
+        try:
+            header = json.loads(self.header_bytes)
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise CheckpointError(f"{self.path}: corrupt safetensors header ({e})") from None
+        self.metadata = header.pop("__metadata__", None) or {}
+        self.data_start = 8 + n
+        self.entries: dict[str, tuple[torch.dtype, tuple[int, ...], int, int]] = {}
+        for key, e in header.items():
+            try:
+                dtype, shape, (begin, end) = DTYPES[e["dtype"]], tuple(e["shape"]), e["data_offsets"]
+            except (KeyError, TypeError, ValueError):
+                raise CheckpointError(f"{self.path}: corrupt header entry for {key!r}: {e}") from None
+            if self.data_start + end > size:
+                raise CheckpointError(f"{self.path}: truncated file: tensor {key!r} ends at byte "
+                                      f"{self.data_start + end} but the file has {size} bytes (re-download it)")
+            nbytes = dtype.itemsize * int(torch.Size(shape).numel())
+            if end - begin != nbytes:
+                raise CheckpointError(f"{self.path}: corrupt header: {key!r} has {end - begin} bytes for shape {shape}")
+            self.entries[key] = (dtype, shape, begin, end)
+
+    def keys(self) -> list[str]:
+        return list(self.entries)
+
+    def shape(self, key: str) -> tuple[int, ...]:
+        return self.entries[key][1]
+
+    def read(self, key: str, device: torch.device | str = "cpu", dtype: torch.dtype | None = None) -> torch.Tensor:
+        """One tensor, cast to `dtype` (floating tensors only) and moved to `device`."""
+        src_dtype, shape, begin, end = self.entries[key]
+        buf = bytearray(end - begin)
+        with open(self.path, "rb") as f:
+            f.seek(self.data_start + begin)
+            if f.readinto(buf) != len(buf):
+                raise CheckpointError(f"{self.path}: truncated while reading {key!r}")
+        t = torch.frombuffer(buf, dtype=src_dtype) if buf else torch.empty(0, dtype=src_dtype)
+        t = t.reshape(shape)
+        return t.to(device=device, dtype=dtype if dtype is not None and t.is_floating_point() else t.dtype)
+
+    def fingerprint(self) -> str:
+        """A cheap content identity: sha256 of the header, the file size and the first and last MiB of data."""
+        h = hashlib.sha256(self.header_bytes)
+        size = self.path.stat().st_size
+        h.update(str(size).encode())
+        with open(self.path, "rb") as f:
+            f.seek(self.data_start)
+            h.update(f.read(1 << 20))
+            f.seek(max(self.data_start, size - (1 << 20)))
+            h.update(f.read(1 << 20))
+        return h.hexdigest()[:16]
+
+
+def group_keys(keys, depth: int = 3) -> str:
+    """'down_blocks.1.attentions (12 keys), ...' for a list of dotted names."""
+    groups = Counter(".".join(k.split(".")[:depth]) for k in sorted(keys))
+    return ", ".join(f"{g} ({n} key{'s' if n > 1 else ''})" for g, n in groups.items())
+
+
+def load_strict(module: nn.Module, tensors: dict[str, torch.Tensor], origin: str) -> nn.Module:
+    """Put `tensors` into `module` (built on the meta device) by assignment; every key must match exactly.
+
+    Raises CheckpointError naming `origin` with the missing and unexpected keys grouped by prefix, and any
+    shape mismatch. Returns the module frozen (requires_grad False) in eval mode.
+    """
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    wrong = [f"{k}: checkpoint {tuple(tensors[k].shape)} vs model {tuple(expected[k].shape)}"
+             for k in expected if k in tensors and tensors[k].shape != expected[k].shape]
+    if missing or unexpected or wrong:
+        lines = [f"{origin}: the weights do not fit the {type(module).__name__} built for them."]
+        if missing:
+            lines.append(f"  missing {len(missing)} keys: {group_keys(missing)}")
+        if unexpected:
+            lines.append(f"  unexpected {len(unexpected)} keys: {group_keys(unexpected)}")
+        lines += [f"  shape mismatch {w}" for w in wrong[:10]]
+        raise CheckpointError("\n".join(lines))
+    module.load_state_dict(tensors, strict=True, assign=True)
+    return module.requires_grad_(False).eval()

@@ -1,0 +1,184 @@
+"""`load_sd`: a Stable Diffusion checkpoint on disk -> our UNet, VAE and CLIP text encoder, strictly loaded.
+
+Two layouts load: the original single file (model.diffusion_model.*, first_stage_model.*,
+cond_stage_model.transformer.*; e.g. v1-5-pruned-emaonly.safetensors) and a diffusers-format folder
+(unet/, vae/, text_encoder/, scheduler/). Neither layout's configs are needed: widths and depths come from
+tensor shapes, and SD's fixed conventions fill in the rest (32 GroupNorm groups, 8 UNet heads in SD 1.x,
+64-channel CLIP heads). Tensors are read one at a time and cast to the requested dtype on the way in.
+"""
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from transformers import CLIPTextModel, CLIPTokenizer
+
+from . import convert
+from .checkpoint import CheckpointError, SafetensorsFile, group_keys, load_strict
+from .text import encode_text, load_tokenizer, new_text_encoder, text_config, text_encoder_state_dict
+from .unet import UNet, UNetConfig
+from .vae import LATENT_SCALE, AutoencoderKL, VAEConfig
+
+PARTS = {"unet": "model.diffusion_model.", "vae": "first_stage_model.", "text": "cond_stage_model.transformer."}
+# Keys real checkpoints carry that no model here uses: LDM's diffusion-schedule buffers (we recompute the
+# schedule in ddim.py), EMA bookkeeping, CLIP's position ids (a fixed arange), its contrastive head.
+SKIP = re.compile(r"^(betas|alphas_cumprod.*|sqrt_.*|log_one_minus_alphas_cumprod|posterior_.*|logvar|model_ema\..*)$"
+                  r"|(position_ids|logit_scale|text_projection(\.weight)?)$")
+DIFFUSERS_FILES = {"unet": "unet/diffusion_pytorch_model", "vae": "vae/diffusion_pytorch_model",
+                   "text": "text_encoder/model"}
+
+Ref = tuple[SafetensorsFile, str]  # (file, key in that file)
+
+
+@dataclass
+class StableDiffusion:
+    unet: UNet
+    vae: AutoencoderKL
+    text_encoder: CLIPTextModel
+    tokenizer: CLIPTokenizer
+    prediction_type: str  # "epsilon" or "v_prediction": what unet(x_t, t, c) returns
+    family: str  # "sd1" or "sd2"
+    identity: str  # a content fingerprint of the checkpoint files, for caches and settings files
+    source: str
+    latent_scale: float = LATENT_SCALE
+    skipped: list[str] = field(default_factory=list, repr=False)
+
+    def encode_text(self, prompts: list[str]) -> torch.Tensor:
+        """c = text embeddings (B, 77, D) for a list of prompts."""
+        return encode_text(self.tokenizer, self.text_encoder, prompts)
+
+
+def find_file(folder: Path, stem: str) -> Path:
+    """<stem>.safetensors, else the fp16 variant; a pickle-only folder gets the conversion advice."""
+    for name in (f"{stem}.safetensors", f"{stem}.fp16.safetensors"):
+        if (folder / name).is_file():
+            return folder / name
+    pickles = [p for p in (folder / stem).parent.glob("*") if p.suffix in (".bin", ".ckpt", ".pt", ".pth")]
+    if pickles:
+        SafetensorsFile(pickles[0])  # raises the pickle error with the conversion advice
+    raise CheckpointError(f"{folder}: no {stem}.safetensors (a diffusers folder needs unet/, vae/ and text_encoder/ "
+                          "weights as safetensors)")
+
+
+def single_file_refs(f: SafetensorsFile) -> tuple[dict[str, dict[str, Ref]], list[str]]:
+    """Our key -> (file, key) for each part of an original single-file checkpoint, and the skipped keys."""
+    keys = f.keys()
+    if any(k.startswith("conditioner.") for k in keys) or any(".label_emb." in k for k in keys):
+        raise CheckpointError(f"{f.path}: this is an SDXL checkpoint; SDXL is not supported (SD 1.x only)")
+    if any(k.startswith("cond_stage_model.model.") for k in keys):
+        raise CheckpointError(f"{f.path}: this is an SD 2.x checkpoint (OpenCLIP text encoder); not supported yet")
+    by_part = {part: [k[len(p):] for k in keys if k.startswith(p)] for part, p in PARTS.items()}
+    for part, ks in by_part.items():
+        if not ks:
+            raise CheckpointError(f"{f.path}: no {PARTS[part]}* keys; not a Stable Diffusion single-file checkpoint "
+                                  f"(it holds: {group_keys(keys, 2)})")
+    tables = {"unet": convert.unet_table(*convert.unet_layout(by_part["unet"])),
+              "vae": convert.vae_table(*convert.vae_layout(by_part["vae"]))}
+    refs: dict[str, dict[str, Ref]] = {part: {} for part in PARTS}
+    skipped, unknown = [], []
+    for key in keys:
+        part = next((p for p, prefix in PARTS.items() if key.startswith(prefix)), None)
+        if SKIP.search(key):
+            skipped.append(key)
+        elif part == "text":
+            name = key[len(PARTS["text"]):]
+            refs["text"][name if name.startswith("text_model.") else "text_model." + name] = (f, key)
+        elif part is not None and (name := convert.rename(key[len(PARTS[part]):], tables[part])) is not None:
+            refs[part][name] = (f, key)
+        else:
+            unknown.append(key)
+    if unknown:
+        raise CheckpointError(f"{f.path}: {len(unknown)} keys no rule covers: {group_keys(unknown)}")
+    return refs, skipped
+
+
+def diffusers_refs(folder: Path) -> tuple[dict[str, dict[str, Ref]], list[str]]:
+    """Our key -> (file, key) for each part of a diffusers-format folder, and the skipped keys."""
+    if (folder / "text_encoder_2").is_dir():
+        raise CheckpointError(f"{folder}: this is an SDXL folder (it has text_encoder_2/); SDXL is not supported")
+    refs: dict[str, dict[str, Ref]] = {}
+    skipped = []
+    for part, stem in DIFFUSERS_FILES.items():
+        f = SafetensorsFile(find_file(folder, stem))
+        refs[part] = {}
+        for key in f.keys():
+            if SKIP.search(key):
+                skipped.append(f"{stem}: {key}")
+            else:
+                refs[part][convert.rename_legacy_vae(key) if part == "vae" else key] = (f, key)
+    return refs, skipped
+
+
+def unet_config(shapes: dict[str, tuple[int, ...]], family: str) -> UNetConfig:
+    """UNetConfig from tensor shapes (our key names) and the family's head convention."""
+    levels = 1 + max(int(k.split(".")[1]) for k in shapes if k.startswith("down_blocks."))
+    linear = len(shapes["down_blocks.0.attentions.0.proj_in.weight"]) == 2 if \
+        "down_blocks.0.attentions.0.proj_in.weight" in shapes else family == "sd2"
+    context = next(s[1] for k, s in shapes.items() if k.endswith("attn2.to_k.weight"))
+    return UNetConfig(
+        in_channels=shapes["conv_in.weight"][1], out_channels=shapes["conv_out.weight"][0],
+        block_out_channels=tuple(shapes[f"down_blocks.{i}.resnets.0.conv1.weight"][0] for i in range(levels)),
+        layers_per_block=len({k.split(".")[3] for k in shapes if k.startswith("down_blocks.0.resnets.")}),
+        attention_levels=tuple(f"down_blocks.{i}.attentions.0.norm.weight" in shapes for i in range(levels)),
+        context_dim=context, linear_projection=linear,
+        num_heads=None if family == "sd2" else 8, head_dim=64 if family == "sd2" else None)
+
+
+def vae_config(shapes: dict[str, tuple[int, ...]]) -> VAEConfig:
+    levels = 1 + max(int(k.split(".")[2]) for k in shapes if k.startswith("encoder.down_blocks."))
+    return VAEConfig(
+        in_channels=shapes["encoder.conv_in.weight"][1], latent_channels=shapes["post_quant_conv.weight"][0],
+        block_out_channels=tuple(shapes[f"encoder.down_blocks.{i}.resnets.0.conv1.weight"][0] for i in range(levels)),
+        layers_per_block=len({k.split(".")[4] for k in shapes if k.startswith("encoder.down_blocks.0.resnets.")}))
+
+
+def read_part(module: torch.nn.Module, refs: dict[str, Ref], origin: str, device, dtype) -> torch.nn.Module:
+    """Read every referenced tensor at `dtype` on `device` and assign it into `module` (built on meta)."""
+    expected = module.state_dict()
+    tensors = {}
+    for name, (f, key) in refs.items():
+        t = f.read(key, device, dtype)
+        if name in expected and t.ndim == 4 and expected[name].ndim == 2:  # VAE attention stored as 1x1 convs
+            t = t[:, :, 0, 0]
+        tensors[name] = t
+    return load_strict(module, tensors, origin)
+
+
+def load_sd(path: str | Path, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
+            prediction_type: str | None = None, verbose: bool = False) -> StableDiffusion:
+    """Load a Stable Diffusion 1.x checkpoint: a single .safetensors file or a diffusers-format folder."""
+    path = Path(path)
+    if path.is_dir():
+        if not (path / "unet").is_dir():
+            raise CheckpointError(f"{path}: no checkpoint here: expected a .safetensors file or a diffusers folder "
+                                  "with unet/, vae/ and text_encoder/")
+        refs, skipped = diffusers_refs(path)
+        scheduler = path / "scheduler" / "scheduler_config.json"
+        found_type = json.loads(scheduler.read_text()).get("prediction_type", "epsilon") if scheduler.is_file() \
+            else "epsilon"
+    elif path.is_file():
+        refs, skipped = single_file_refs(SafetensorsFile(path))
+        found_type = "epsilon"
+    else:
+        raise CheckpointError(f"{path}: no such file or folder")
+    family = "sd1"
+    shapes = {part: {k: f.shape(key) for k, (f, key) in r.items()} for part, r in refs.items()}
+    ucfg = unet_config(shapes["unet"], family)
+    if ucfg.in_channels != 4:
+        kind = "an inpainting" if ucfg.in_channels == 9 else f"a {ucfg.in_channels}-channel"
+        raise CheckpointError(f"{path}: {kind} UNet checkpoint; not supported (pix2pix-zero needs the 4-channel "
+                              "text-to-image UNet)")
+    with torch.device("meta"):
+        unet, vae = UNet(ucfg), AutoencoderKL(vae_config(shapes["vae"]))
+    text_encoder = new_text_encoder(text_config(shapes["text"]), device)
+    unet = read_part(unet, refs["unet"], f"{path} (UNet)", device, dtype)
+    vae = read_part(vae, refs["vae"], f"{path} (VAE)", device, dtype)
+    text_refs = text_encoder_state_dict(refs["text"], text_encoder)
+    text_encoder = read_part(text_encoder, text_refs, f"{path} (text encoder)", device, dtype)
+    if verbose:
+        print(f"{path}: skipped {len(skipped)} keys no model uses: {group_keys(skipped, 1)}")
+    files = sorted({f.path: f for r in refs.values() for f, _ in r.values()}.items())
+    identity = "-".join(f.fingerprint() for _, f in files)
+    return StableDiffusion(unet, vae, text_encoder, load_tokenizer(), prediction_type or found_type, family,
+                           identity, str(path), skipped=skipped)

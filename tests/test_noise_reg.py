@@ -1,0 +1,210 @@
+"""Tests for pix2pix_zero.noise_reg: hand-computed values, finite differences, the estimator's expectation,
+properties of the procedure, and parity of the "diffusers" setting with diffusers' pix2pix-zero pipeline."""
+import pytest
+import torch
+import torch.nn.functional as F
+from diffusers import (AutoencoderKL, DDIMInverseScheduler, DDIMScheduler, StableDiffusionPix2PixZeroPipeline,
+                       UNet2DConditionModel)
+
+from pix2pix_zero.noise_reg import (autocorrelation, kl_loss, kl_loss_diffusers, noise_pyramid, pair_loss,
+                                    pair_loss_diffusers, pair_loss_exact, regularize_eps)
+
+
+def gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+def randn(*shape, seed=0, dtype=torch.float32):
+    return torch.randn(*shape, generator=gen(seed), dtype=dtype)
+
+
+def box_blurred(eps):
+    """eps blurred by a circular 3x3 box filter, rescaled to unit variance per sample."""
+    C = eps.shape[1]
+    blurred = F.conv2d(F.pad(eps, (1, 1, 1, 1), mode="circular"), eps.new_ones(C, 1, 3, 3) / 9, groups=C)
+    return blurred / blurred.std(dim=(1, 2, 3), keepdim=True)
+
+
+# --- pyramid ---------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("hw, paper, diffusers", [
+    ((64, 64), [64, 32, 16, 8], [64, 32, 16, 8]),
+    ((96, 96), [96, 48, 24, 12], [96, 48, 24, 12, 6]),
+    ((72, 72), [72, 36, 18, 9], [72, 36, 18, 9, 4]),
+    ((50, 50), [50, 25], [50, 25, 12, 6]),
+    ((12, 12), [12], [12, 6]),
+    ((24, 40), [24, 12], [24, 12, 6]),  # heights; paper stops at 12 x 20, diffusers goes on to 6 x 10
+])
+def test_pyramid_levels_follow_the_stopping_rules(hw, paper, diffusers):
+    eps = torch.zeros(1, 1, *hw)
+    assert [eta.shape[-2] for eta in noise_pyramid(eps)] == paper
+    assert [eta.shape[-2] for eta in noise_pyramid(eps, setting="diffusers")] == diffusers
+
+
+def test_pyramid_keeps_white_noise_at_unit_variance_only_in_paper_setting():
+    eps = randn(8, 4, 64, 64)
+    for p, (eta, eta_d) in enumerate(zip(noise_pyramid(eps), noise_pyramid(eps, setting="diffusers"))):
+        assert abs(eta.var().item() - 1) < 0.1
+        assert abs(eta_d.var().item() * 4**p - 1) < 0.1
+        torch.testing.assert_close(eta, 2**p * eta_d)
+
+
+# --- L_pair: hand values, finite differences, estimator -------------------------------------------------------
+
+def test_autocorrelation_hand_values():
+    eta = torch.tensor([[[1.0, 2.0, 3.0]]])  # (1, h=1, w=3)
+    assert torch.allclose(autocorrelation(eta, 1, -1), torch.tensor([11 / 3]))  # (1*3 + 2*1 + 3*2) / 3
+    assert torch.allclose(autocorrelation(eta, 2, -1), torch.tensor([11 / 3]))  # rho(delta) = rho(S - delta)
+    assert torch.allclose(autocorrelation(eta, 0, -1), torch.tensor([14 / 3]))
+    assert torch.allclose(pair_loss_exact(eta[None]), torch.tensor([2 * (11 / 3) ** 2]))  # h = 1: no h shifts
+
+
+def test_pair_loss_exact_and_gradient_hand_values():
+    eps = torch.tensor([[[[1.0, 2.0], [3.0, 4.0]]]], dtype=torch.float64, requires_grad=True)
+    loss = pair_loss_exact(eps)
+    # rho_h(1) = (1*3 + 2*4) / 2 = 5.5, rho_w(1) = (1*2 + 3*4) / 2 = 7; d/da = 5.5 c + 7 b, ...
+    assert torch.allclose(loss, torch.tensor([5.5**2 + 7.0**2], dtype=torch.float64))
+    loss.sum().backward()
+    expected = torch.tensor([[5.5 * 3 + 7 * 2, 5.5 * 4 + 7 * 1], [5.5 * 1 + 7 * 4, 5.5 * 2 + 7 * 3]])
+    assert torch.allclose(eps.grad[0, 0], expected.double())
+
+
+@pytest.mark.parametrize("loss_fn", [
+    pair_loss_exact, kl_loss, kl_loss_diffusers,
+    lambda e: pair_loss(e, gen(1)), lambda e: pair_loss_diffusers(e, gen(1)),
+], ids=["pair_exact", "kl", "kl_diffusers", "pair", "pair_diffusers"])
+def test_gradients_match_finite_differences(loss_fn):
+    eps = box_blurred(randn(1, 2, 16, 16, dtype=torch.float64)).requires_grad_(True)  # two levels: 16, 8
+    assert torch.autograd.gradcheck(loss_fn, (eps,), eps=1e-6, atol=1e-7, rtol=1e-5)
+
+
+def test_estimator_draws_shifts_in_1_to_half_side_exclusive():
+    eps = randn(1, 1, 8, 8, dtype=torch.float64)  # one level; shifts 1..3 on each axis
+    rho_h = {d: autocorrelation(eps, d, -2).item() ** 2 for d in range(8)}
+    rho_w = {d: autocorrelation(eps, d, -1).item() ** 2 for d in range(8)}
+    allowed = {round(rho_h[a] + rho_w[b], 12) for a in (1, 2, 3) for b in (1, 2, 3)}
+    g = gen(2)
+    seen = {round(pair_loss(eps, g).item(), 12) for _ in range(400)}
+    assert seen == allowed  # every pair drawn, never 0 or S/2 = 4
+
+
+@pytest.mark.parametrize("side", [8, 9])
+def test_estimator_mean_relates_to_exact_sum(side):
+    """Per level, axis: sum_{d=1}^{S-1} rho(d)^2 = 2 K E[rho(delta)^2] + [S even] rho(S/2)^2, K = ceil(S/2)-1"""
+    eps = box_blurred(randn(1, 1, side, side, dtype=torch.float64))  # sides < 16: one level
+    K = (side + 1) // 2 - 1
+    rho2 = {(delta, d): autocorrelation(eps, delta, d)[:, 0] ** 2 for delta in range(side) for d in (-2, -1)}
+    nyquist = rho2[side // 2, -2] + rho2[side // 2, -1] if side % 2 == 0 else 0.0
+    expectation = sum(rho2[delta, d] for delta in range(1, K + 1) for d in (-2, -1)) / K  # (B,)
+    torch.testing.assert_close(pair_loss_exact(eps), 2 * K * expectation + nyquist)  # the identity, exactly
+    g = gen(3)
+    mean = torch.stack([pair_loss(eps, g) for _ in range(3000)]).mean(0)
+    torch.testing.assert_close(mean, expectation, rtol=0.05, atol=0)  # ... and the estimator is unbiased for E
+
+
+def test_white_noise_scores_below_a_tenth_of_blurred_noise():
+    white = randn(2, 4, 32, 32, dtype=torch.float64)
+    assert (pair_loss_exact(white) < pair_loss_exact(box_blurred(white)) / 10).all()
+
+
+# --- L_KL ------------------------------------------------------------------------------------------------------
+
+def test_kl_is_zero_at_mean_zero_and_unbiased_variance_one():
+    eps = randn(2, 4, 8, 8, dtype=torch.float64)
+    mean, std = eps.mean(dim=(1, 2, 3), keepdim=True), eps.std(dim=(1, 2, 3), keepdim=True)  # unbiased
+    assert kl_loss((eps - mean) / std).abs().max() < 1e-6
+    N = 4 * 8 * 8  # population variance 1 means unbiased variance N / (N - 1): L_KL > 0
+    population = (eps - mean) / eps.std(dim=(1, 2, 3), keepdim=True, unbiased=False)
+    torch.testing.assert_close(kl_loss(population), torch.full((2,), N / (N - 1) - 1 - torch.log(
+        torch.tensor(N / (N - 1) + 1e-7, dtype=torch.float64)).item(), dtype=torch.float64))
+
+
+# --- the procedure ---------------------------------------------------------------------------------------------
+
+def test_one_procedure_step_lowers_pair_and_kl_on_a_correlated_map():
+    eps = box_blurred(randn(1, 4, 32, 32))
+    out = regularize_eps(eps, gen(), num_reg_steps=1)
+    assert pair_loss_exact(out) < 0.9 * pair_loss_exact(eps)
+    assert pair_loss_exact(out) + kl_loss(out) < pair_loss_exact(eps) + kl_loss(eps)
+
+
+@pytest.mark.parametrize("setting", ["paper", "diffusers"])
+def test_same_generator_same_result_and_no_draws_when_lambda_is_zero(setting):
+    eps = randn(2, 4, 16, 16)
+    out = regularize_eps(eps, gen(5), setting=setting)
+    assert torch.equal(out, regularize_eps(eps, gen(5), setting=setting))
+    assert not torch.equal(out, regularize_eps(eps, gen(6), setting=setting))
+    g = gen(5)
+    regularize_eps(eps, g, lambda_ac=0.0, setting=setting)
+    assert torch.equal(g.get_state(), gen(5).get_state())
+
+
+def test_paper_setting_regularizes_each_sample_as_if_alone():
+    eps = box_blurred(randn(2, 4, 32, 32))
+    alone = torch.cat([regularize_eps(eps[i:i + 1], gen(7)) for i in range(2)])
+    torch.testing.assert_close(regularize_eps(eps, gen(7)), alone, rtol=0, atol=1e-6)
+    # diffusers pools the batch (KL) and draws shifts per sample in turn: the samples are coupled
+    alone = torch.cat([regularize_eps(eps[i:i + 1], gen(7), setting="diffusers") for i in range(2)])
+    assert not torch.allclose(regularize_eps(eps, gen(7), setting="diffusers"), alone, atol=1e-4)
+
+
+def test_regularize_eps_under_no_grad_and_inference_mode_leaves_input_alone():
+    eps = box_blurred(randn(1, 4, 16, 16))
+    expected = regularize_eps(eps, gen())
+    with torch.no_grad():
+        out = regularize_eps(eps, gen())
+    with torch.inference_mode():
+        out_inference = regularize_eps(eps.clone(), gen())
+    assert torch.equal(out, expected) and torch.equal(out_inference, expected)
+    assert not out.requires_grad and torch.equal(eps, box_blurred(randn(1, 4, 16, 16)))
+
+
+# --- parity with diffusers 0.42.1 -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("shape", [(2, 4, 32, 32), (1, 4, 24, 40), (1, 4, 64, 64)])
+def test_diffusers_losses_match_auto_corr_loss_and_kl_divergence(shape):
+    eps = randn(*shape, seed=11)
+    g_ours, g_ref = gen(12), gen(12)
+    ours = pair_loss_diffusers(eps, g_ours)
+    ref = StableDiffusionPix2PixZeroPipeline.auto_corr_loss(None, eps, generator=g_ref)
+    assert abs(ours.item() - ref.item()) < 1e-6 and torch.equal(g_ours.get_state(), g_ref.get_state())
+    kl_ref = StableDiffusionPix2PixZeroPipeline.kl_divergence(None, eps)
+    assert abs(kl_loss_diffusers(eps).item() - kl_ref.item()) < 1e-6
+
+
+def tiny_pix2pix_zero_pipeline():
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        sample_size=32, block_out_channels=(8, 16), layers_per_block=1, norm_num_groups=4, cross_attention_dim=8,
+        attention_head_dim=2, down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"))
+    vae = AutoencoderKL(block_out_channels=(4, 8), layers_per_block=1, norm_num_groups=4, latent_channels=4,
+                        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2)
+    schedule = dict(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, clip_sample=False,
+                    set_alpha_to_one=False)
+    pipe = StableDiffusionPix2PixZeroPipeline(
+        vae=vae, text_encoder=None, tokenizer=None, unet=unet, scheduler=DDIMScheduler(**schedule),
+        feature_extractor=None, safety_checker=None, inverse_scheduler=DDIMInverseScheduler(**schedule),
+        caption_generator=None, caption_processor=None, requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def test_diffusers_setting_matches_the_regularization_inside_pipeline_invert():
+    """Runs diffusers' own `invert` (batch 2, 32 x 32 latents) and records, at its UNet call, eps before the
+    regularization and the generator's state, and, at the scheduler step, eps after it."""
+    pipe, g = tiny_pix2pix_zero_pipeline(), gen(3)
+    before, after = [], []
+    pipe.unet.register_forward_hook(lambda m, args, out: before.append((out.sample.clone(), g.get_state())))
+    step = pipe.inverse_scheduler.step
+    pipe.inverse_scheduler.step = lambda eps, t, x, **kw: after.append(eps.clone()) or step(eps, t, x, **kw)
+    image, prompt_embeds = torch.rand(2, 3, 64, 64, generator=gen(1)), randn(2, 5, 8, seed=2)
+    pipe.invert(image=image, prompt_embeds=prompt_embeds, num_inference_steps=1, generator=g, output_type="pt")
+    assert len(before) == len(after) == 1
+    (eps, state), expected = before[0], after[0]
+    g_ours = torch.Generator()
+    g_ours.set_state(state)
+    out = regularize_eps(eps, g_ours, setting="diffusers")
+    assert (expected - eps).abs().max() > 0.1  # the regularization did something
+    assert (out - expected).abs().max() < 1e-6
+    assert torch.equal(g_ours.get_state(), g.get_state())
