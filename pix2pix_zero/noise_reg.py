@@ -44,17 +44,19 @@ def autocorrelation(eta: torch.Tensor, delta: int, dim: int) -> torch.Tensor:
 
 
 def pair_loss_exact(eps: torch.Tensor) -> torch.Tensor:
-    """L_pair (paper sec. 3.2) per sample, (B, C, h, w) -> (B,): sum over levels p, channels and both axes of
-    rho(delta)^2 for every shift delta = 1..S_p-1, S_p the side along that axis.
+    """L_pair (paper sec. 3.2) per sample, (B, C, h, w) -> (B,): over levels p, channels and both axes, the
+    squared autocorrelation coefficients rho(delta)^2 for every shift delta = 1..S_p-1 (S_p the side along
+    that axis), each level's sum divided by its map size S_p^2 = h_p * w_p ("normalized by the noise map size").
 
-    The paper's "normalized by the noise map size" 1/S_p^2 is the mean over positions inside rho; we do not
-    divide by S_p^2 a second time.
+    The normalisation makes each level's term independent of its size for white noise (it is then about
+    2 C / S_p^2 per level); the random estimator below keeps the authors' scale, for which lambda_ac = 20 is tuned.
     """
     loss = eps.new_zeros(eps.shape[0])
     for eta in noise_pyramid(eps):
+        size = eta.shape[-2] * eta.shape[-1]
         for dim in (-2, -1):
             for delta in range(1, eta.shape[dim]):
-                loss = loss + autocorrelation(eta, delta, dim).pow(2).sum(dim=1)
+                loss = loss + autocorrelation(eta, delta, dim).pow(2).sum(dim=1) / size
     return loss
 
 
@@ -65,7 +67,7 @@ def pair_loss(eps: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     (the shifts in [1, S_p/2)), the same for every sample, and sums rho(delta)^2. By the symmetry of rho, for
     each level, channel and axis:
         sum_{delta=1}^{S_p-1} rho(delta)^2 = 2 K_p E[rho(delta)^2] + [S_p even] rho(S_p/2)^2,
-    i.e. pair_loss_exact = sum_p (2 K_p E[term_p] + Nyquist term_p). Draw order: for each level, for each axis
+    i.e. pair_loss_exact = sum_p (2 K_p E[term_p] + Nyquist term_p) / (h_p w_p). Draw order: for each level, for each axis
     (h then w), one torch.randint of C shifts from `generator`; nothing depends on B, so a sample's draws are
     the same alone or in a batch.
     """
@@ -87,7 +89,7 @@ def kl_loss(eps: torch.Tensor) -> torch.Tensor:
     var is the unbiased variance (torch.var's default, as the authors and diffusers); L_KL = -log(1 + 1e-7)
     ~ 0 at mean 0 and unbiased variance 1. This is twice KL(N(mean, var) || N(0, 1)), plus the 1e-7.
     """
-    mean, var = eps.mean(dim=(1, 2, 3)), eps.var(dim=(1, 2, 3), unbiased=False)
+    mean, var = eps.mean(dim=(1, 2, 3)), eps.var(dim=(1, 2, 3))
     return var + mean**2 - 1 - torch.log(var + 1e-7)
 
 

@@ -96,9 +96,8 @@ def make_checkpoint(out: str | os.PathLike, layout: str = "single", full_size: b
         return out
     if layout != "diffusers":
         raise ValueError(f"layout must be 'single' or 'diffusers', not {layout!r}")
-    if legacy_vae:  # old diffusers VAE files: query/key/value/proj_attn, stored as 1x1 convolutions
-        w_vae = {convert.rename_legacy_vae(k, to_ours=False): v[:, :, None, None] if ".attentions." in k and v.ndim == 2
-                 else v for k, v in w_vae.items()}
+    if legacy_vae:  # old diffusers VAE files: query/key/value/proj_attn, nn.Linear weights (2-D) as ours
+        w_vae = {convert.rename_legacy_vae(k, to_ours=False): v for k, v in w_vae.items()}
     tmp = out.with_name(out.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     configs = diffusers_configs(ucfg, vcfg, text_cfg)

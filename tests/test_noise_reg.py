@@ -56,16 +56,16 @@ def test_autocorrelation_hand_values():
     assert torch.allclose(autocorrelation(eta, 1, -1), torch.tensor([11 / 3]))  # (1*3 + 2*1 + 3*2) / 3
     assert torch.allclose(autocorrelation(eta, 2, -1), torch.tensor([11 / 3]))  # rho(delta) = rho(S - delta)
     assert torch.allclose(autocorrelation(eta, 0, -1), torch.tensor([14 / 3]))
-    assert torch.allclose(pair_loss_exact(eta[None]), torch.tensor([2 * (11 / 3) ** 2]))  # h = 1: no h shifts
+    assert torch.allclose(pair_loss_exact(eta[None]), torch.tensor([2 * (11 / 3) ** 2 / 3]))  # h = 1: no h shifts; / (1*3)
 
 
 def test_pair_loss_exact_and_gradient_hand_values():
     eps = torch.tensor([[[[1.0, 2.0], [3.0, 4.0]]]], dtype=torch.float64, requires_grad=True)
     loss = pair_loss_exact(eps)
-    # rho_h(1) = (1*3 + 2*4) / 2 = 5.5, rho_w(1) = (1*2 + 3*4) / 2 = 7; d/da = 5.5 c + 7 b, ...
-    assert torch.allclose(loss, torch.tensor([5.5**2 + 7.0**2], dtype=torch.float64))
+    # rho_h(1) = (1*3 + 2*4) / 2 = 5.5, rho_w(1) = (1*2 + 3*4) / 2 = 7, map size 4; d/da = (5.5 c + 7 b) / 4, ...
+    assert torch.allclose(loss, torch.tensor([(5.5**2 + 7.0**2) / 4], dtype=torch.float64))
     loss.sum().backward()
-    expected = torch.tensor([[5.5 * 3 + 7 * 2, 5.5 * 4 + 7 * 1], [5.5 * 1 + 7 * 4, 5.5 * 2 + 7 * 3]])
+    expected = torch.tensor([[5.5 * 3 + 7 * 2, 5.5 * 4 + 7 * 1], [5.5 * 1 + 7 * 4, 5.5 * 2 + 7 * 3]]) / 4
     assert torch.allclose(eps.grad[0, 0], expected.double())
 
 
@@ -90,13 +90,14 @@ def test_estimator_draws_shifts_in_1_to_half_side_exclusive():
 
 @pytest.mark.parametrize("side", [8, 9])
 def test_estimator_mean_relates_to_exact_sum(side):
-    """Per level, axis: sum_{d=1}^{S-1} rho(d)^2 = 2 K E[rho(delta)^2] + [S even] rho(S/2)^2, K = ceil(S/2)-1"""
+    """Per level, axis: sum_{d=1}^{S-1} rho(d)^2 = 2 K E[rho(delta)^2] + [S even] rho(S/2)^2, K = ceil(S/2)-1;
+    L_pair divides that by the map size S^2."""
     eps = box_blurred(randn(1, 1, side, side, dtype=torch.float64))  # sides < 16: one level
     K = (side + 1) // 2 - 1
     rho2 = {(delta, d): autocorrelation(eps, delta, d)[:, 0] ** 2 for delta in range(side) for d in (-2, -1)}
     nyquist = rho2[side // 2, -2] + rho2[side // 2, -1] if side % 2 == 0 else 0.0
     expectation = sum(rho2[delta, d] for delta in range(1, K + 1) for d in (-2, -1)) / K  # (B,)
-    torch.testing.assert_close(pair_loss_exact(eps), 2 * K * expectation + nyquist)  # the identity, exactly
+    torch.testing.assert_close(pair_loss_exact(eps), (2 * K * expectation + nyquist) / side**2)  # the identity
     g = gen(3)
     mean = torch.stack([pair_loss(eps, g) for _ in range(3000)]).mean(0)
     torch.testing.assert_close(mean, expectation, rtol=0.05, atol=0)  # ... and the estimator is unbiased for E
