@@ -1,21 +1,26 @@
 """`load_sd`: a Stable Diffusion checkpoint on disk -> our UNet, VAE and CLIP text encoder, strictly loaded.
 
-Two layouts load: the original single file (model.diffusion_model.*, first_stage_model.*,
-cond_stage_model.transformer.*; e.g. v1-5-pruned-emaonly.safetensors) and a diffusers-format folder
-(unet/, vae/, text_encoder/, scheduler/). Neither layout's configs are needed: widths and depths come from
-tensor shapes, and SD's fixed conventions fill in the rest (32 GroupNorm groups, 8 UNet heads in SD 1.x,
-64-channel CLIP heads). Tensors are read one at a time and cast to the requested dtype on the way in.
+Two layouts load: the original single file (model.diffusion_model.*, first_stage_model.*, and
+cond_stage_model.transformer.* (SD 1.x, OpenAI CLIP) or cond_stage_model.model.* (SD 2.x, OpenCLIP, see
+openclip.py); e.g. v1-5-pruned-emaonly.safetensors) and a diffusers-format folder (unet/, vae/, text_encoder/,
+scheduler/). Neither layout's configs are needed: widths and depths come from tensor shapes, the family from
+`detect_family`, and the family's fixed conventions fill in the rest (32 GroupNorm groups; 8 UNet heads in SD 1.x,
+64-channel heads in SD 2.x; 64-channel CLIP heads). The one exception is the prediction type (eps or v) of an
+SD 2.x single file: see `load_sd`. Tensors are read one at a time and cast to the requested dtype on the way in.
 """
 import json
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from transformers import CLIPTextModel, CLIPTokenizer
 
-from . import convert
+from . import convert, openclip
 from .checkpoint import CheckpointError, SafetensorsFile, group_keys, load_strict
+from .ddim import PREDICTION_TYPES
+from .ldm_config import yaml_prediction_type
 from .text import encode_text, load_tokenizer, new_text_encoder, text_config, text_encoder_state_dict
 from .unet import UNet, UNetConfig
 from .vae import LATENT_SCALE, AutoencoderKL, VAEConfig
@@ -28,7 +33,7 @@ SKIP = re.compile(r"^(betas|alphas_cumprod.*|sqrt_.*|log_one_minus_alphas_cumpro
 DIFFUSERS_FILES = {"unet": "unet/diffusion_pytorch_model", "vae": "vae/diffusion_pytorch_model",
                    "text": "text_encoder/model"}
 
-Ref = tuple[SafetensorsFile, str]  # (file, key in that file)
+Ref = tuple[SafetensorsFile, str]  # (file, key in that file); the file may be an openclip.RowBlock view
 
 
 @dataclass
@@ -45,7 +50,9 @@ class StableDiffusion:
     skipped: list[str] = field(default_factory=list, repr=False)
 
     def encode_text(self, prompts: list[str]) -> torch.Tensor:
-        """c = text embeddings (B, 77, D) for a list of prompts."""
+        """c = text embeddings (B, 77, D) for a list of prompts: the text encoder's last hidden state after its
+        final layer norm. For SD 2.x that is OpenCLIP's penultimate block + ln_final, because the last block
+        was dropped at load time (openclip.py; diffusers' SD 2.x folders store 23 of 24 blocks already)."""
         return encode_text(self.tokenizer, self.text_encoder, prompts)
 
 
@@ -73,8 +80,11 @@ def single_file_refs(f: SafetensorsFile) -> tuple[dict[str, dict[str, Ref]], lis
         if not ks:
             raise CheckpointError(f"{f.path}: no {PARTS[part]}* keys; not a Stable Diffusion single-file checkpoint "
                                   f"(it holds: {group_keys(keys, 2)})")
-    tables = {"unet": convert.unet_table(*convert.unet_layout(by_part["unet"])),
-              "vae": convert.vae_table(*convert.vae_layout(by_part["vae"]))}
+    try:
+        tables = {"unet": convert.unet_table(*convert.unet_layout(by_part["unet"])),
+                  "vae": convert.vae_table(*convert.vae_layout(by_part["vae"]))}
+    except ValueError as e:
+        raise CheckpointError(f"{f.path}: {e}; the checkpoint is incomplete or not SD 1.x") from None
     refs: dict[str, dict[str, Ref]] = {part: {} for part in PARTS}
     skipped, unknown = [], []
     for key in keys:
@@ -164,14 +174,18 @@ def load_sd(path: str | Path, device: torch.device | str = "cpu", dtype: torch.d
         raise CheckpointError(f"{path}: no such file or folder")
     family = "sd1"
     shapes = {part: {k: f.shape(key) for k, (f, key) in r.items()} for part, r in refs.items()}
-    ucfg = unet_config(shapes["unet"], family)
+    try:  # a key the shapes are read from is missing, or the keys do not follow the layout
+        ucfg, vcfg, tcfg = unet_config(shapes["unet"], family), vae_config(shapes["vae"]), text_config(shapes["text"])
+    except (KeyError, ValueError, StopIteration) as e:
+        raise CheckpointError(f"{path}: cannot infer the model shapes from the weights ({type(e).__name__}: {e}); "
+                              "the checkpoint is incomplete or not SD 1.x") from None
     if ucfg.in_channels != 4:
         kind = "an inpainting" if ucfg.in_channels == 9 else f"a {ucfg.in_channels}-channel"
         raise CheckpointError(f"{path}: {kind} UNet checkpoint; not supported (pix2pix-zero needs the 4-channel "
                               "text-to-image UNet)")
     with torch.device("meta"):
-        unet, vae = UNet(ucfg), AutoencoderKL(vae_config(shapes["vae"]))
-    text_encoder = new_text_encoder(text_config(shapes["text"]), device)
+        unet, vae = UNet(ucfg), AutoencoderKL(vcfg)
+    text_encoder = new_text_encoder(tcfg, device)
     unet = read_part(unet, refs["unet"], f"{path} (UNet)", device, dtype)
     vae = read_part(vae, refs["vae"], f"{path} (VAE)", device, dtype)
     text_refs = text_encoder_state_dict(refs["text"], text_encoder)

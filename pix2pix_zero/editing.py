@@ -1,0 +1,123 @@
+"""Cross-attention guided editing (pix2pix-zero, arXiv:2302.03027, sec. 3.3, Algorithm 1).
+
+Two DDIM trajectories start from x_inv and run in lockstep: the reference denoises with the caption c and
+records the cross-attention maps M_t^ref of every cross-attention layer; the edit denoises with
+c_edit = c + delta_c and, at every step, first moves x_t down the gradient of ||M_t^edit - M_t^ref||^2,
+then takes the guided DDIM step. Each step's reference maps are used as soon as they are made, never stored.
+Classifier-free guidance (Ho & Salimans, arXiv:2207.12598) with the negative prompt c_neg (the caption for
+real images, "" for synthetic ones). Latents (B, 4, h, w); maps (B, heads, h*w, 77).
+"""
+import torch
+from tqdm.auto import tqdm
+
+from .attention import record_cross_attention
+from .config import EditConfig
+from .ddim import alphas_cumprod, ddim_step, sampling_schedule
+from .sd import StableDiffusion
+
+
+def attention_loss(maps: dict[str, torch.Tensor], maps_ref: dict[str, torch.Tensor]) -> torch.Tensor:
+    """sum over layers of the mean over (batch row, head) of sum_{position, token} (M - M_ref)^2 (sec. 3.3).
+
+    This is diffusers' Pix2PixZeroL2Loss; both settings use it.
+    """
+    return sum(((M - maps_ref[name]) ** 2).sum(dim=(-2, -1)).mean() for name, M in maps.items())
+
+
+def guided_output(sd: StableDiffusion, x_t: torch.Tensor, t: int, c: torch.Tensor, c_neg: torch.Tensor,
+                  w: float) -> torch.Tensor:
+    """Classifier-free guidance on the UNet output: out(c_neg) + w (out(c) - out(c_neg)) (arXiv:2207.12598).
+
+    One batched UNet call on [x_t; x_t] with [c_neg; c]; a single call on c when w = 1 or c_neg equals c,
+    where guidance changes nothing. The guidance is linear, so combining outputs or eps is the same here.
+    """
+    if w == 1 or torch.equal(c_neg, c):
+        return sd.unet(x_t, t, c)
+    out_neg, out_c = sd.unet(torch.cat([x_t, x_t]), t, torch.cat([c_neg, c])).chunk(2)
+    return out_neg + w * (out_c - out_neg)
+
+
+@torch.no_grad()
+def reference_step(sd: StableDiffusion, x_t, t, alpha_bar_t, alpha_bar_prev, c, c_neg, config: EditConfig):
+    """One DDIM step of the reference trajectory; returns (x_prev, M_t^ref).
+
+    paper: M_t^ref are the maps of the c branch, (B, h, N, L). diffusers: the maps of both guidance halves,
+    [c_neg rows; c rows], from one batched call, as its pipeline records them.
+    """
+    with record_cross_attention(sd.unet) as maps:
+        if config.setting == "diffusers":
+            out_neg, out_c = sd.unet(torch.cat([x_t, x_t]), t, torch.cat([c_neg, c])).chunk(2)
+            out = out_neg + config.guidance_scale * (out_c - out_neg)
+        else:
+            out = guided_output(sd, x_t, t, c, c_neg, config.guidance_scale)
+    if config.setting == "diffusers":
+        maps_ref = dict(maps)
+    else:  # the c rows: the last B rows, whether guided_output made one call (B rows) or two (2B rows)
+        maps_ref = {name: M[-x_t.shape[0]:] for name, M in maps.items()}
+    return ddim_step(out, x_t, alpha_bar_t, alpha_bar_prev, sd.prediction_type), maps_ref
+
+
+def xa_guidance(sd: StableDiffusion, x: torch.Tensor, t: int, c_edit: torch.Tensor, maps_ref, lambda_xa: float):
+    """One gradient step on the latents: x - lambda_xa * grad_x ||M(x, c_edit) - M_ref||^2 (Algorithm 1).
+
+    Gradients flow to the latents only (the weights are frozen). Returns the moved latents, detached.
+    """
+    if lambda_xa == 0:
+        return x
+    with torch.enable_grad(), record_cross_attention(sd.unet) as maps:
+        x = x.detach().requires_grad_(True)
+        sd.unet(x, t, c_edit)
+        (grad,) = torch.autograd.grad(attention_loss(maps, maps_ref), x)
+    return (x - lambda_xa * grad).detach()
+
+
+@torch.no_grad()
+def edit_step(sd: StableDiffusion, x_t, t, alpha_bar_t, alpha_bar_prev, c_edit, c_neg, maps_ref,
+              config: EditConfig) -> torch.Tensor:
+    """One DDIM step of the edit trajectory with cross-attention guidance.
+
+    paper: one shared latent; guide it with the maps of the c_edit branch, then take the classifier-free
+    guided step from the guided latent.
+    diffusers: [x_t; x_t] for the (c_neg, c_edit) halves are guided separately against both halves of M_ref;
+    both guided halves are fed to the UNet, and the step continues from the c_neg half.
+    """
+    if config.setting == "paper":
+        x_t = xa_guidance(sd, x_t, t, c_edit, maps_ref, config.lambda_xa)
+        out = guided_output(sd, x_t, t, c_edit, c_neg, config.guidance_scale)
+        return ddim_step(out, x_t, alpha_bar_t, alpha_bar_prev, sd.prediction_type)
+    x_in = xa_guidance(sd, torch.cat([x_t, x_t]), t, torch.cat([c_neg, c_edit]), maps_ref, config.lambda_xa)
+    out_neg, out_c = sd.unet(x_in, t, torch.cat([c_neg, c_edit])).chunk(2)
+    out = out_neg + config.guidance_scale * (out_c - out_neg)
+    # NOTE(official): diffusers continues from the unconditional half of the guided pair.
+    x_t = x_in.chunk(2)[0]
+    return ddim_step(out, x_t, alpha_bar_t, alpha_bar_prev, sd.prediction_type)
+
+
+def edit(sd: StableDiffusion, x_inv: torch.Tensor, c: torch.Tensor, delta_cs: list[torch.Tensor],
+         c_neg: torch.Tensor, config: EditConfig, progress: bool = True) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Denoise x_inv with c (the reference) and with c + delta_c for each delta_c, in lockstep.
+
+    Returns (x0_ref, [x0_edit per delta_c]). delta_c (1, L, D) or (B, L, D) is added to every conditional row.
+    """
+    dtype = x_inv.dtype
+    c_edits = [c + delta_c.to(c) for delta_c in delta_cs]
+    x_ref, x_edits = x_inv, [x_inv] * len(delta_cs)
+    for t, alpha_bar_t, alpha_bar_prev in tqdm(sampling_schedule(config.num_steps, alphas_cumprod()),
+                                               desc="editing", disable=not progress, leave=False):
+        a_t, a_prev = alpha_bar_t.to(dtype), alpha_bar_prev.to(dtype)
+        x_next, maps_ref = reference_step(sd, x_ref, t, a_t, a_prev, c, c_neg, config)
+        x_edits = [edit_step(sd, x, t, a_t, a_prev, c_edit, c_neg, maps_ref, config)
+                   for x, c_edit in zip(x_edits, c_edits)]
+        x_ref = x_next
+    return x_ref, x_edits
+
+
+@torch.no_grad()
+def decode_latents(sd: StableDiffusion, x0: torch.Tensor) -> torch.Tensor:
+    """Latents x0 -> images (B, 3, H, W) in [-1, 1] (roughly): D(x0 / LATENT_SCALE)."""
+    return sd.vae.decode(x0 / sd.latent_scale)
+
+
+def initial_noise(shape: tuple[int, ...], generator: torch.Generator, device, dtype) -> torch.Tensor:
+    """x_T ~ N(0, I) for a synthetic image, drawn from `generator` (on its device), then moved."""
+    return torch.randn(shape, generator=generator, device=generator.device).to(device=device, dtype=dtype)

@@ -1,0 +1,37 @@
+"""Tiny seeded SD 1.x checkpoints, written once per test session: the original single file, a diffusers
+folder, and a diffusers folder with the old VAE attention names. All three hold the same weights (seed 0)."""
+import pytest
+
+from pix2pix_zero.sd import load_sd
+from pix2pix_zero.tiny import make_checkpoint
+
+
+@pytest.fixture(scope="session")
+def checkpoints(tmp_path_factory):
+    return tmp_path_factory.mktemp("checkpoints")
+
+
+@pytest.fixture(scope="session")
+def single_file(checkpoints):
+    return make_checkpoint(checkpoints / "tiny.safetensors", "single")
+
+
+@pytest.fixture(scope="session")
+def diffusers_folder(checkpoints):
+    return make_checkpoint(checkpoints / "tiny-diffusers", "diffusers")
+
+
+@pytest.fixture(scope="session")
+def legacy_vae_folder(checkpoints):
+    return make_checkpoint(checkpoints / "tiny-diffusers-legacy-vae", "diffusers", legacy_vae=True)
+
+
+@pytest.fixture(scope="session")
+def sd(diffusers_folder):
+    """Our models from the diffusers folder, fp32 on the CPU (frozen, so tests may share them)."""
+    return load_sd(diffusers_folder)
+
+
+@pytest.fixture(scope="session")
+def sd_single(single_file):
+    return load_sd(single_file)
