@@ -7,6 +7,8 @@ then takes the guided DDIM step. Each step's reference maps are used as soon as 
 Classifier-free guidance (Ho & Salimans, arXiv:2207.12598) with the negative prompt c_neg (the caption for
 real images, "" for synthetic ones). Latents (B, 4, h, w); maps (B, heads, h*w, 77).
 """
+from typing import Callable
+
 import torch
 from tqdm.auto import tqdm
 
@@ -94,10 +96,13 @@ def edit_step(sd: StableDiffusion, x_t, t, alpha_bar_t, alpha_bar_prev, c_edit, 
 
 
 def edit(sd: StableDiffusion, x_inv: torch.Tensor, c: torch.Tensor, delta_cs: list[torch.Tensor],
-         c_neg: torch.Tensor, config: EditConfig, progress: bool = True) -> tuple[torch.Tensor, list[torch.Tensor]]:
+         c_neg: torch.Tensor, config: EditConfig, progress: bool = True,
+         on_reference: Callable[[int, dict[str, torch.Tensor]], None] | None = None,
+         ) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Denoise x_inv with c (the reference) and with c + delta_c for each delta_c, in lockstep.
 
     Returns (x0_ref, [x0_edit per delta_c]). delta_c (1, L, D) or (B, L, D) is added to every conditional row.
+    `on_reference(t, maps_ref)`, if given, sees each step's reference maps (e.g. to draw heat maps).
     """
     dtype = x_inv.dtype
     c_edits = [c + delta_c.to(c) for delta_c in delta_cs]
@@ -106,6 +111,8 @@ def edit(sd: StableDiffusion, x_inv: torch.Tensor, c: torch.Tensor, delta_cs: li
                                                desc="editing", disable=not progress, leave=False):
         a_t, a_prev = alpha_bar_t.to(dtype), alpha_bar_prev.to(dtype)
         x_next, maps_ref = reference_step(sd, x_ref, t, a_t, a_prev, c, c_neg, config)
+        if on_reference is not None:
+            on_reference(t, maps_ref)
         x_edits = [edit_step(sd, x, t, a_t, a_prev, c_edit, c_neg, maps_ref, config)
                    for x, c_edit in zip(x_edits, c_edits)]
         x_ref = x_next

@@ -8,6 +8,8 @@ these files (nested `key: value` mappings, comments, lists we pass over), so PyY
 import re
 from pathlib import Path
 
+from .checkpoint import CheckpointError
+
 # LDM's parameterization -> the prediction_type ddim.py uses.
 PARAMETERIZATIONS = {"eps": "epsilon", "v": "v_prediction"}
 LINE = re.compile(r"^(?P<indent> *)(?P<key>[A-Za-z_][\w.-]*)\s*:\s*(?P<value>.*)$")
@@ -37,6 +39,6 @@ def yaml_prediction_type(yaml_path: Path) -> str | None:
         return None
     parameterization = yaml_value(yaml_path.read_text(), "model.params.parameterization") or "eps"
     if parameterization not in PARAMETERIZATIONS:
-        raise ValueError(f"{yaml_path}: parameterization {parameterization!r} is not supported "
+        raise CheckpointError(f"{yaml_path}: parameterization {parameterization!r} is not supported "
                          f"(only {', '.join(PARAMETERIZATIONS)})")
     return PARAMETERIZATIONS[parameterization]

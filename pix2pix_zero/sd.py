@@ -34,6 +34,9 @@ DIFFUSERS_FILES = {"unet": "unet/diffusion_pytorch_model", "vae": "vae/diffusion
                    "text": "text_encoder/model"}
 
 Ref = tuple[SafetensorsFile, str]  # (file, key in that file); the file may be an openclip.RowBlock view
+# What tensor shapes cannot say, by family: the text encoder's activation and the tokenizer's padding token.
+FAMILIES = {"sd1": {"hidden_act": "quick_gelu", "pad_token": "<|endoftext|>"},  # OpenAI CLIP ViT-L/14
+            "sd2": {"hidden_act": "gelu", "pad_token": "!"}}  # OpenCLIP ViT-H/14; open_clip.tokenize pads with 0
 
 
 @dataclass
@@ -72,23 +75,26 @@ def single_file_refs(f: SafetensorsFile) -> tuple[dict[str, dict[str, Ref]], lis
     """Our key -> (file, key) for each part of an original single-file checkpoint, and the skipped keys."""
     keys = f.keys()
     if any(k.startswith("conditioner.") for k in keys) or any(".label_emb." in k for k in keys):
-        raise CheckpointError(f"{f.path}: this is an SDXL checkpoint; SDXL is not supported (SD 1.x only)")
-    if any(k.startswith("cond_stage_model.model.") for k in keys):
-        raise CheckpointError(f"{f.path}: this is an SD 2.x checkpoint (OpenCLIP text encoder); not supported yet")
-    by_part = {part: [k[len(p):] for k in keys if k.startswith(p)] for part, p in PARTS.items()}
+        raise CheckpointError(f"{f.path}: this is an SDXL checkpoint; SDXL is not supported (SD 1.x and 2.x only)")
+    is_openclip = any(k.startswith(openclip.PREFIX) for k in keys)  # SD 2.x's text tower
+    prefixes = PARTS | {"text": openclip.PREFIX} if is_openclip else PARTS
+    by_part = {part: [k[len(p):] for k in keys if k.startswith(p)] for part, p in prefixes.items()}
     for part, ks in by_part.items():
         if not ks:
-            raise CheckpointError(f"{f.path}: no {PARTS[part]}* keys; not a Stable Diffusion single-file checkpoint "
-                                  f"(it holds: {group_keys(keys, 2)})")
+            raise CheckpointError(f"{f.path}: no {prefixes[part]}* keys; not a Stable Diffusion single-file "
+                                  f"checkpoint (it holds: {group_keys(keys, 2)})")
     try:
         tables = {"unet": convert.unet_table(*convert.unet_layout(by_part["unet"])),
                   "vae": convert.vae_table(*convert.vae_layout(by_part["vae"]))}
+        openclip_refs = openclip.text_refs(f, by_part["text"]) if is_openclip else ({}, [], [])
     except ValueError as e:
-        raise CheckpointError(f"{f.path}: {e}; the checkpoint is incomplete or not SD 1.x") from None
+        raise CheckpointError(f"{f.path}: {e}; the checkpoint is incomplete or not SD 1.x or 2.x") from None
     refs: dict[str, dict[str, Ref]] = {part: {} for part in PARTS}
-    skipped, unknown = [], []
+    refs["text"], skipped, unknown = openclip_refs
     for key in keys:
-        part = next((p for p, prefix in PARTS.items() if key.startswith(prefix)), None)
+        part = next((p for p, prefix in prefixes.items() if key.startswith(prefix)), None)
+        if part == "text" and is_openclip:
+            continue  # converted above
         if SKIP.search(key):
             skipped.append(key)
         elif part == "text":
@@ -118,6 +124,16 @@ def diffusers_refs(folder: Path) -> tuple[dict[str, dict[str, Ref]], list[str]]:
             else:
                 refs[part][convert.rename_legacy_vae(key) if part == "vae" else key] = (f, key)
     return refs, skipped
+
+
+def detect_family(unet_shapes: dict[str, tuple[int, ...]]) -> str:
+    """"sd1" or "sd2" from the UNet's tensor shapes (our key names), never from a file name.
+
+    SD 2.x's spatial transformers project in and out with Linear layers (a 2-D proj_in weight), SD 1.x's with
+    1x1 convolutions (4-D); every SD UNet has one in its mid block. (The context width, 768 vs 1024, tells them
+    apart too at full size, but not at test sizes.) A single file's text tower must agree: see `load_sd`.
+    """
+    return "sd2" if len(unet_shapes["mid_block.attentions.0.proj_in.weight"]) == 2 else "sd1"
 
 
 def unet_config(shapes: dict[str, tuple[int, ...]], family: str) -> UNetConfig:
@@ -157,7 +173,13 @@ def read_part(module: torch.nn.Module, refs: dict[str, Ref], origin: str, device
 
 def load_sd(path: str | Path, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
             prediction_type: str | None = None, verbose: bool = False) -> StableDiffusion:
-    """Load a Stable Diffusion 1.x checkpoint: a single .safetensors file or a diffusers-format folder."""
+    """Load a Stable Diffusion 1.x or 2.x checkpoint: a single .safetensors file or a diffusers-format folder.
+
+    The prediction type is `prediction_type` if given, else what the checkpoint says: a folder's
+    scheduler/scheduler_config.json, or for a single file the original LDM config beside it (same stem, .yaml;
+    see ldm_config.py). A single file without one predicts eps if SD 1.x; an SD 2.x one is taken to predict v
+    (SD 2.x 768-v, the common download) with a warning, since the 512-base model has the same keys and shapes.
+    """
     path = Path(path)
     if path.is_dir():
         if not (path / "unet").is_dir():
@@ -169,16 +191,29 @@ def load_sd(path: str | Path, device: torch.device | str = "cpu", dtype: torch.d
             else "epsilon"
     elif path.is_file():
         refs, skipped = single_file_refs(SafetensorsFile(path))
-        found_type = "epsilon"
+        found_type = yaml_prediction_type(path.with_suffix(".yaml"))  # None if no LDM config is beside the file
     else:
         raise CheckpointError(f"{path}: no such file or folder")
-    family = "sd1"
     shapes = {part: {k: f.shape(key) for k, (f, key) in r.items()} for part, r in refs.items()}
     try:  # a key the shapes are read from is missing, or the keys do not follow the layout
-        ucfg, vcfg, tcfg = unet_config(shapes["unet"], family), vae_config(shapes["vae"]), text_config(shapes["text"])
+        family = detect_family(shapes["unet"])
+        ucfg, vcfg = unet_config(shapes["unet"], family), vae_config(shapes["vae"])
+        tcfg = text_config(shapes["text"], FAMILIES[family]["hidden_act"])
     except (KeyError, ValueError, StopIteration) as e:
         raise CheckpointError(f"{path}: cannot infer the model shapes from the weights ({type(e).__name__}: {e}); "
-                              "the checkpoint is incomplete or not SD 1.x") from None
+                              "the checkpoint is incomplete or not SD 1.x or 2.x") from None
+    is_openclip = any(key.startswith(openclip.PREFIX) for _, key in refs["text"].values())
+    if path.is_file() and is_openclip != (family == "sd2"):
+        unet_kind = "SD 2.x (Linear proj_in)" if family == "sd2" else "SD 1.x (1x1-conv proj_in)"
+        text_kind = "OpenCLIP (SD 2.x)" if is_openclip else "OpenAI CLIP (SD 1.x)"
+        raise CheckpointError(f"{path}: mixed families: the UNet is {unet_kind} but the text encoder is {text_kind}")
+    if found_type is None and prediction_type is None and family == "sd2":
+        warnings.warn(f"{path.name}: an SD 2.x single file does not say whether it predicts v (768-v) or eps "
+                      f"(512-base) and no {path.with_suffix('.yaml').name} is beside it; assuming v_prediction "
+                      "(override: prediction_type='epsilon', --prediction-type epsilon)", stacklevel=2)
+    prediction_type = prediction_type or found_type or ("v_prediction" if family == "sd2" else "epsilon")
+    if prediction_type not in PREDICTION_TYPES:
+        raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, not {prediction_type!r}")
     if ucfg.in_channels != 4:
         kind = "an inpainting" if ucfg.in_channels == 9 else f"a {ucfg.in_channels}-channel"
         raise CheckpointError(f"{path}: {kind} UNet checkpoint; not supported (pix2pix-zero needs the 4-channel "
@@ -194,5 +229,5 @@ def load_sd(path: str | Path, device: torch.device | str = "cpu", dtype: torch.d
         print(f"{path}: skipped {len(skipped)} keys no model uses: {group_keys(skipped, 1)}")
     files = sorted({f.path: f for r in refs.values() for f, _ in r.values()}.items())
     identity = "-".join(f.fingerprint() for _, f in files)
-    return StableDiffusion(unet, vae, text_encoder, load_tokenizer(), prediction_type or found_type, family,
-                           identity, str(path), skipped=skipped)
+    return StableDiffusion(unet, vae, text_encoder, load_tokenizer(FAMILIES[family]["pad_token"]), prediction_type,
+                           family, identity, str(path), skipped=skipped)

@@ -1,12 +1,16 @@
 """Seeded random Stable Diffusion checkpoints in the real layouts, for tests and benchmarks.
 
-python -m pix2pix_zero.tiny OUT --layout single|diffusers [--full-size] [--dtype fp16] [--seed 0]
+python -m pix2pix_zero.tiny OUT --layout single|diffusers [--family sd1|sd2] [--full-size] [--dtype fp16]
 
 Tiny: SD 1.x topology (4 levels, 2 layers per block, attention on the first three levels and the mid block,
 32 GroupNorm groups, 8 UNet heads, 64-channel CLIP heads) at small widths. Full size: SD 1.5's shapes (an
 860M-parameter UNet). Weights are variance-preserving random draws (std 1/sqrt(fan_in), norms near 1), so
 every path is exercised and activations stay in a sane range. Single files also carry the extra keys real
 ones do (LDM schedule buffers, EMA counters, position_ids), so the loader's skip rule is exercised.
+--family sd2: SD 2.x's differences (64-channel UNet heads, so every width is a multiple of 64; Linear
+proj_in/proj_out; a GELU text encoder, stored as an OpenCLIP tower in single files and with its last block
+dropped in diffusers folders; padding "!"; v-prediction unless --prediction-type says otherwise). With
+--full-size: SD 2.1's shapes (context 1024; OpenCLIP ViT-H/14 text, width 1024, 24 blocks, 16 heads).
 """
 import argparse
 import json
@@ -18,7 +22,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from . import convert
+from . import convert, openclip
 from .ddim import alphas_cumprod
 from .text import BPE_DIR, clip_text_config, new_text_encoder, tiny_text_config
 from .unet import UNet, UNetConfig
@@ -38,13 +42,27 @@ def random_weights(module: torch.nn.Module, generator: torch.Generator, dtype: t
     return {k: random_tensor(k, tuple(v.shape), generator).to(dtype) for k, v in module.state_dict().items()}
 
 
-def models(full_size: bool):
+SD2_UNET = {"num_heads": None, "head_dim": 64, "linear_projection": True}  # SD 2.x's UNet differences
+
+
+def models(full_size: bool, family: str = "sd1"):
+    """(UNetConfig, VAEConfig, CLIPTextConfig) of the family; for SD 2.x the text config is the whole OpenCLIP
+    tower, as single files store it (diffusers folders drop its last block)."""
+    if family == "sd2" and full_size:  # SD 2.1
+        return (UNetConfig(context_dim=1024, **SD2_UNET), VAEConfig(),
+                clip_text_config(1024, 24, 4096, 49408, 77, "gelu"))
+    if family == "sd2":  # widths in 64-channel heads: 1, 2, 2, 2 heads; context 128 = 2 heads, 3 text blocks
+        return (UNetConfig(block_out_channels=(64, 128, 128, 128), context_dim=128, **SD2_UNET), VAEConfig.tiny(),
+                clip_text_config(128, 3, 512, 49408, 77, "gelu"))
+    if family != "sd1":
+        raise ValueError(f"family must be 'sd1' or 'sd2', not {family!r}")
     if full_size:
         return UNetConfig(), VAEConfig(), clip_text_config(768, 12, 3072, 49408, 77, "quick_gelu")
     return UNetConfig.tiny(), VAEConfig.tiny(), tiny_text_config()
 
 
-def diffusers_configs(ucfg: UNetConfig, vcfg: VAEConfig, text_cfg) -> dict[str, dict]:
+def diffusers_configs(ucfg: UNetConfig, vcfg: VAEConfig, text_cfg,
+                      prediction_type: str = "epsilon") -> dict[str, dict]:
     n = len(ucfg.block_out_channels)
     down = ["CrossAttnDownBlock2D" if a else "DownBlock2D" for a in ucfg.attention_levels]
     up = ["CrossAttnUpBlock2D" if a else "UpBlock2D" for a in ucfg.attention_levels[::-1]]
@@ -61,17 +79,23 @@ def diffusers_configs(ucfg: UNetConfig, vcfg: VAEConfig, text_cfg) -> dict[str, 
            "scaling_factor": LATENT_SCALE}
     scheduler = {"_class_name": "DDIMScheduler", "num_train_timesteps": 1000, "beta_start": 0.00085,
                  "beta_end": 0.012, "beta_schedule": "scaled_linear", "clip_sample": False,
-                 "set_alpha_to_one": False, "steps_offset": 1, "prediction_type": "epsilon"}
+                 "set_alpha_to_one": False, "steps_offset": 1, "prediction_type": prediction_type}
     text = text_cfg.to_dict() | {"architectures": ["CLIPTextModel"]}
     return {"unet": unet, "vae": vae, "scheduler": scheduler, "text_encoder": text}
 
 
 def make_checkpoint(out: str | os.PathLike, layout: str = "single", full_size: bool = False, seed: int = 0,
-                    dtype: torch.dtype = torch.float32, legacy_vae: bool = False) -> Path:
-    """Write a random SD 1.x checkpoint to `out` (a .safetensors file, or a folder for layout='diffusers')."""
+                    dtype: torch.dtype = torch.float32, legacy_vae: bool = False, family: str = "sd1",
+                    prediction_type: str | None = None) -> Path:
+    """Write a random SD 1.x or 2.x checkpoint to `out` (a .safetensors file, or a folder for layout='diffusers').
+
+    Both layouts of one seed and family hold the same weights. prediction_type goes into a folder's scheduler
+    config (default: epsilon for sd1, v_prediction for sd2); for a single file, if given, into an LDM config
+    `<stem>.yaml` beside it (without one, the loader's single-file default applies).
+    """
     out = Path(out)
     g = torch.Generator().manual_seed(seed)
-    ucfg, vcfg, text_cfg = models(full_size)
+    ucfg, vcfg, text_cfg = models(full_size, family)
     with torch.device("meta"):
         unet, vae = UNet(ucfg), AutoencoderKL(vcfg)
     text = new_text_encoder(text_cfg, "cpu")
@@ -86,13 +110,23 @@ def make_checkpoint(out: str | os.PathLike, layout: str = "single", full_size: b
         for k, v in w_vae.items():
             k = convert.rename(k, vt, to_ours=False)
             sd["first_stage_model." + k] = v[:, :, None, None] if ".attn_1." in k and v.ndim == 2 else v
-        sd |= {"cond_stage_model.transformer." + k: v for k, v in w_text.items()}
-        sd |= {"cond_stage_model.transformer.text_model.embeddings.position_ids": torch.arange(77)[None],
-               "betas": torch.zeros(1000), "alphas_cumprod": alphas_cumprod(), "model_ema.num_updates": torch.tensor(0)}
+        if family == "sd2":  # the whole OpenCLIP tower, with its contrastive head, as SD 2.x files store it
+            sd |= {openclip.PREFIX + k: v for k, v in openclip.to_openclip(w_text).items()}
+            D = text_cfg.hidden_size
+            sd |= {openclip.PREFIX + "text_projection": random_tensor("text_projection", (D, D), g).to(dtype),
+                   openclip.PREFIX + "logit_scale": torch.tensor(math.log(1 / 0.07), dtype=dtype)}
+        else:
+            sd |= {"cond_stage_model.transformer." + k: v for k, v in w_text.items()}
+            sd["cond_stage_model.transformer.text_model.embeddings.position_ids"] = torch.arange(77)[None]
+        sd |= {"betas": torch.zeros(1000), "alphas_cumprod": alphas_cumprod(), "model_ema.num_updates": torch.tensor(0)}
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_name(out.name + ".partial")
         save_file(sd, tmp)
         os.replace(tmp, out)
+        if prediction_type is not None:  # the original LDM config's one line that matters here
+            v = "    parameterization: \"v\"\n" if prediction_type == "v_prediction" else ""
+            out.with_suffix(".yaml").write_text(f"model:\n  target: ldm.models.diffusion.ddpm.LatentDiffusion\n"
+                                                f"  params:\n{v}    linear_start: 0.00085\n")
         return out
     if layout != "diffusers":
         raise ValueError(f"layout must be 'single' or 'diffusers', not {layout!r}")
@@ -100,7 +134,14 @@ def make_checkpoint(out: str | os.PathLike, layout: str = "single", full_size: b
         w_vae = {convert.rename_legacy_vae(k, to_ours=False): v for k, v in w_vae.items()}
     tmp = out.with_name(out.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
-    configs = diffusers_configs(ucfg, vcfg, text_cfg)
+    pad_token = "<|endoftext|>"
+    if family == "sd2":  # diffusers' converter drops the last OpenCLIP block, after the penultimate layer SD reads
+        last = text_cfg.num_hidden_layers - 1
+        w_text = {k: v for k, v in w_text.items() if not k.startswith(f"text_model.encoder.layers.{last}.")}
+        text_cfg = type(text_cfg).from_dict(text_cfg.to_dict() | {"num_hidden_layers": last})
+        pad_token = "!"
+    configs = diffusers_configs(ucfg, vcfg, text_cfg,
+                                prediction_type or ("v_prediction" if family == "sd2" else "epsilon"))
     for sub, weights, name in (("unet", w_unet, "diffusion_pytorch_model"), ("vae", w_vae, "diffusion_pytorch_model"),
                                ("text_encoder", w_text, "model")):
         (tmp / sub).mkdir(parents=True)
@@ -110,7 +151,7 @@ def make_checkpoint(out: str | os.PathLike, layout: str = "single", full_size: b
     (tmp / "scheduler" / "scheduler_config.json").write_text(json.dumps(configs["scheduler"], indent=2))
     shutil.copytree(BPE_DIR, tmp / "tokenizer", ignore=shutil.ignore_patterns("*.py", "LICENSE", "README.md"))
     (tmp / "tokenizer" / "tokenizer_config.json").write_text(json.dumps(
-        {"tokenizer_class": "CLIPTokenizer", "model_max_length": 77, "pad_token": "<|endoftext|>"}))
+        {"tokenizer_class": "CLIPTokenizer", "model_max_length": 77, "pad_token": pad_token}))
     (tmp / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionPipeline"}))
     shutil.rmtree(out, ignore_errors=True)
     os.replace(tmp, out)
@@ -125,9 +166,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], default="fp32")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--legacy-vae", action="store_true", help="diffusers layout with old VAE attention names")
+    p.add_argument("--family", choices=["sd1", "sd2"], default="sd1", help="sd2: SD 2.x (--full-size: SD 2.1 shapes)")
+    p.add_argument("--prediction-type", choices=["epsilon", "v_prediction"],
+                   help="scheduler config (folder) or <stem>.yaml (single file); default sd1: epsilon, sd2: v")
     a = p.parse_args(argv)
     dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[a.dtype]
-    print(make_checkpoint(a.out, a.layout, a.full_size, a.seed, dtype, a.legacy_vae))
+    print(make_checkpoint(a.out, a.layout, a.full_size, a.seed, dtype, a.legacy_vae, a.family, a.prediction_type))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,47 @@
+"""Heat maps of one word's cross-attention over the image, summed over layers, heads and denoising steps.
+
+Used by `train_free_edit.py --save-attention` to show where the reference trajectory attends to the source
+word (the maps M_t^ref of arXiv:2302.03027, sec. 3.3). Every layer's (h_l * w_l) map is resized to the
+image's size before summing, so coarse and fine layers count alike.
+"""
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from .image import tensor_to_pil
+
+
+def word_token_indices(tokenizer, caption: str, word: str) -> list[int]:
+    """Positions (in the 77 caption tokens) of the tokens of `word`; [] if the word is not in the caption."""
+    ids = tokenizer(caption, truncation=True, max_length=77).input_ids
+    word_ids = tokenizer(word, add_special_tokens=False).input_ids
+    for i in range(len(ids) - len(word_ids) + 1):
+        if word_ids and ids[i:i + len(word_ids)] == word_ids:
+            return list(range(i, i + len(word_ids)))
+    return []
+
+
+class WordAttention:
+    """Accumulates the attention to `token_indices` of the last batch row; call it with each step's maps."""
+
+    def __init__(self, token_indices: list[int], latent_hw: tuple[int, int]):
+        self.tokens, (self.h, self.w) = token_indices, latent_hw
+        self.total: torch.Tensor | None = None
+
+    def __call__(self, t: int, maps: dict[str, torch.Tensor]) -> None:
+        for M in maps.values():  # (B, heads, N, L)
+            N = M.shape[2]
+            scale = (self.h * self.w / N) ** 0.5
+            a = M[-1, :, :, self.tokens].float().mean(0).sum(-1)  # (N,)
+            a = a.reshape(1, 1, round(self.h / scale), round(self.w / scale))
+            a = F.interpolate(a, size=(self.h, self.w), mode="bilinear", align_corners=False)[0, 0]
+            self.total = a if self.total is None else self.total + a
+
+    def overlay(self, image: torch.Tensor) -> Image.Image:
+        """The image (1, 3, H, W) in [-1, 1], darkened, with the normalised attention in red and yellow."""
+        heat = self.total - self.total.min()
+        heat = heat / heat.max().clamp_min(1e-12)
+        heat = F.interpolate(heat[None, None].cpu(), size=image.shape[-2:], mode="bilinear", align_corners=False)[0]
+        base = (image[0].float().cpu() + 1) / 2 * 0.4  # (3, H, W) in [0, 0.4]
+        color = torch.cat([heat, heat.pow(2), torch.zeros_like(heat)])  # black -> red -> yellow
+        return tensor_to_pil((base + 0.6 * color) * 2 - 1)

@@ -1,0 +1,164 @@
+#!/usr/bin/env python3
+"""pix2pix-zero from the command line: edit real or synthetic images with no training and no prompt editing.
+
+  python train_free_edit.py --input cat.png --prompt "a photo of a cat" --source cat --target dog
+  python train_free_edit.py --input photos/ --task cat2dog --prompt "a photo of a cat"   (every image)
+  python train_free_edit.py --inversion outputs/cat-inversion.safetensors --source cat --target dog --target fox
+  python train_free_edit.py --prompt "a cat sitting on a sofa" --source cat --target dog   (synthetic)
+  python train_free_edit.py directions --source cat --target dog --out cat2dog.safetensors
+
+The first word picks the command (`edit`, the default, or `directions`). Every method flag maps onto one
+field of pix2pix_zero.config.EditConfig; the README explains each and the two --setting choices.
+"""
+import argparse
+import sys
+
+import torch
+
+from pix2pix_zero.checkpoint import CheckpointError
+
+COMMANDS = ("edit", "directions")
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def model_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model")
+    g.add_argument("--weights", help="checkpoint: a .safetensors file or diffusers folder (default: the one in "
+                                     "weights/, else download CompVis/stable-diffusion-v1-4)")
+    g.add_argument("--weights-dir", default="weights", help="where to look for checkpoints (default: weights)")
+    g.add_argument("--prediction-type", choices=["epsilon", "v_prediction"], help="override the checkpoint's")
+    g.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    g.add_argument("--dtype", choices=list(DTYPES), default="fp32")
+    g.add_argument("--cache-dir", default=None, help="cache of mean sentence embeddings (default: OUT/.cache)")
+
+
+def concept_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("edit direction")
+    g.add_argument("--source", help="the word to change, e.g. cat")
+    g.add_argument("--target", action="append", default=[], help="the word to change it to; repeat for several")
+    g.add_argument("--task", help="shorthand SOURCE2TARGET, e.g. cat2dog")
+    g.add_argument("--source-sentences", help="text file, one sentence a line, describing the source")
+    g.add_argument("--target-sentences", action="append", default=[], help="text file per --target")
+
+
+def edit_parser() -> argparse.ArgumentParser:
+    from pix2pix_zero.config import EditConfig
+    d = EditConfig()
+    p = argparse.ArgumentParser(prog="train_free_edit.py [edit]", description=__doc__.split("\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    g = p.add_argument_group("input and output")
+    g.add_argument("--input", help="an image file or a folder of images (omit for a synthetic image)")
+    g.add_argument("--inversion", help="a saved STEM-inversion.safetensors to edit again without inverting")
+    g.add_argument("--prompt", help="the caption c of the input (required for now), or the synthetic prompt")
+    g.add_argument("--negative-prompt", help="default: the caption for real images, empty for synthetic")
+    g.add_argument("--size", type=int, default=512, help="longer image side (rounded to multiples of 64)")
+    g.add_argument("--out", default="outputs", help="output folder")
+    g.add_argument("--save-attention", action="store_true", help="save heat maps of the source word's attention")
+    g.add_argument("--quiet", action="store_true", help="no progress bars")
+    concept_args(p)
+    g = p.add_argument_group("method (pix2pix_zero.config.EditConfig)")
+    g.add_argument("--setting", choices=["paper", "diffusers"], default=d.setting)
+    g.add_argument("--steps", type=int, default=d.num_steps, help="DDIM steps")
+    g.add_argument("--xa-guidance", type=float, default=d.lambda_xa, help="cross-attention guidance step lambda_xa")
+    g.add_argument("--guidance-scale", type=float, default=d.guidance_scale, help="classifier-free guidance w")
+    g.add_argument("--lambda-ac", type=float, default=d.lambda_ac, help="autocorrelation regularizer step")
+    g.add_argument("--lambda-kl", type=float, default=d.lambda_kl, help="KL regularizer step")
+    g.add_argument("--reg-steps", type=int, default=d.num_reg_steps, help="regularizer iterations per step")
+    g.add_argument("--ac-rolls", type=int, default=d.num_ac_rolls, help="random shifts per iteration")
+    g.add_argument("--posterior", choices=["mean", "sample"], default=d.posterior, help="VAE encoding")
+    g.add_argument("--seed", type=int, default=d.seed)
+    model_args(p)
+    return p
+
+
+def directions_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="train_free_edit.py directions",
+                                description="Compute delta_c = mean c(target sentences) - mean c(source sentences).")
+    concept_args(p)
+    p.add_argument("--out", required=True, help="the .safetensors file to write delta_c to")
+    model_args(p)
+    return p
+
+
+def concepts(a: argparse.Namespace, p: argparse.ArgumentParser) -> tuple[str, list[str]]:
+    if a.task:
+        source, sep, target = a.task.partition("2")
+        if not (sep and source and target):
+            p.error(f"--task must look like SOURCE2TARGET (e.g. cat2dog), not {a.task!r}")
+        if a.source and a.source != source:
+            p.error(f"--task {a.task} and --source {a.source} disagree")
+        a.source, a.target = source, [target, *a.target]
+    if not a.source or not a.target:
+        p.error("give --source and --target (or --task SOURCE2TARGET)")
+    if a.target_sentences and len(a.target_sentences) != len(a.target):
+        p.error("give one --target-sentences file per --target, or none")
+    return a.source, a.target
+
+
+def load_model(a: argparse.Namespace):
+    from pix2pix_zero.hub import resolve_weights
+    from pix2pix_zero.sd import load_sd
+    return load_sd(resolve_weights(a.weights, a.weights_dir), device=a.device, dtype=DTYPES[a.dtype],
+                   prediction_type=a.prediction_type)
+
+
+def main_edit(argv: list[str]) -> int:
+    from pix2pix_zero.batch import Job, input_images, run
+    from pix2pix_zero.config import EditConfig
+    p = edit_parser()
+    a = p.parse_args(argv)
+    source, targets = concepts(a, p)
+    if a.input and a.inversion:
+        p.error("give --input or --inversion, not both")
+    config = EditConfig(setting=a.setting, num_steps=a.steps, guidance_scale=a.guidance_scale, lambda_xa=a.xa_guidance,
+                        lambda_ac=a.lambda_ac, lambda_kl=a.lambda_kl, num_reg_steps=a.reg_steps,
+                        num_ac_rolls=a.ac_rolls, posterior=a.posterior, seed=a.seed)
+    job = Job(source, targets, a.prompt, a.negative_prompt, a.source_sentences, a.target_sentences, a.size,
+              a.save_attention, a.cache_dir or f"{a.out}/.cache")
+    images = input_images(a.input) if a.input else [None]
+    sd = load_model(a)
+    for image in images:
+        written = run(sd, job, config, a.out, image_path=image, inversion_path=a.inversion, progress=not a.quiet)
+        name = image or a.inversion or "synthetic"
+        print(f"{name}: " + (", ".join(str(w) for w in written) if written else "already done (same settings)"))
+    return 0
+
+
+def main_directions(argv: list[str]) -> int:
+    import os
+    from pathlib import Path
+
+    from safetensors.torch import save_file
+
+    from pix2pix_zero.directions import edit_direction
+    p = directions_parser()
+    a = p.parse_args(argv)
+    source, targets = concepts(a, p)
+    if len(targets) != 1:
+        p.error("directions takes one --target")
+    sd = load_model(a)
+    sentences = a.target_sentences[0] if a.target_sentences else None
+    delta_c = edit_direction(sd, source, targets[0], a.source_sentences, sentences, a.cache_dir)
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.partial")
+    save_file({"delta_c": delta_c.contiguous().cpu()}, tmp,
+              metadata={"source": source, "target": targets[0], "checkpoint": sd.identity})
+    os.replace(tmp, out)
+    print(f"{out}: delta_c {tuple(delta_c.shape)} for {source} -> {targets[0]}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    command = argv[0] if argv and argv[0] in COMMANDS else "edit"
+    rest = argv[1:] if argv and argv[0] in COMMANDS else argv
+    try:
+        return {"edit": main_edit, "directions": main_directions}[command](rest)
+    except (CheckpointError, FileNotFoundError, ValueError, PermissionError, ConnectionError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
