@@ -83,12 +83,16 @@ def edit_step(sd: StableDiffusion, x_t, t, alpha_bar_t, alpha_bar_prev, c_edit, 
     diffusers: [x_t; x_t] for the (c_neg, c_edit) halves are guided separately against both halves of M_ref;
     both guided halves are fed to the UNet, and the step continues from the c_neg half.
     """
+    # The guided prediction runs the cross-attention path the reference ran (explicit softmax, maps unused),
+    # so with delta_c = 0 and lambda_xa = 0 the two trajectories are identical, not merely close.
     if config.setting == "paper":
         x_t = xa_guidance(sd, x_t, t, c_edit, maps_ref, config.lambda_xa)
-        out = guided_output(sd, x_t, t, c_edit, c_neg, config.guidance_scale)
+        with record_cross_attention(sd.unet):
+            out = guided_output(sd, x_t, t, c_edit, c_neg, config.guidance_scale)
         return ddim_step(out, x_t, alpha_bar_t, alpha_bar_prev, sd.prediction_type)
     x_in = xa_guidance(sd, torch.cat([x_t, x_t]), t, torch.cat([c_neg, c_edit]), maps_ref, config.lambda_xa)
-    out_neg, out_c = sd.unet(x_in, t, torch.cat([c_neg, c_edit])).chunk(2)
+    with record_cross_attention(sd.unet):
+        out_neg, out_c = sd.unet(x_in, t, torch.cat([c_neg, c_edit])).chunk(2)
     out = out_neg + config.guidance_scale * (out_c - out_neg)
     # NOTE(official): diffusers continues from the unconditional half of the guided pair.
     x_t = x_in.chunk(2)[0]

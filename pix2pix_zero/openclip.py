@@ -73,12 +73,13 @@ def rename(name: str, to_ours: bool = True) -> str | None:
 def text_refs(f, names: list[str]) -> tuple[dict, list[str], list[str]]:
     """CLIPTextModel key (`text_model.`...) -> (file, key) for the OpenCLIP names (prefix removed) of file f;
     also the skipped and the unknown full keys. One fused in_proj tensor gives three refs through RowBlock."""
-    last = last_block(names)
+    # The skip rule: the last block only runs after the penultimate layer SD 2.x reads, so it is never loaded.
+    after_penultimate = f"transformer.resblocks.{last_block(names)}."
     refs, skipped, unknown = {}, [], []
     for name in names:
         key = PREFIX + name
-        if name in UNUSED or name.startswith(f"transformer.resblocks.{last}."):
-            skipped.append(key)  # the contrastive head; the last block, after the penultimate layer SD reads
+        if name in UNUSED or name.startswith(after_penultimate):
+            skipped.append(key)
         elif m := FUSED.search(name):
             block = name[len("transformer.resblocks."):].partition(".")[0]
             for i, qkv in enumerate("qkv"):

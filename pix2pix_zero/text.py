@@ -99,8 +99,8 @@ def encode_text(
 
     layer="last": the final layer's output after the final layer norm (SD 1.x).
     layer="penultimate": the output of the second-to-last layer, then the final layer norm (SD 2.x on the full
-    24-layer OpenCLIP tower). Diffusers-layout SD 2.x text encoders already dropped the last block (23 layers):
-    use "last" for those.
+    24-layer OpenCLIP tower). Diffusers-layout SD 2.x text encoders already dropped the last block (23 layers),
+    and load_sd drops it from single files too (openclip.py): use "last" for those, as StableDiffusion does.
     """
     ids = tokenizer(prompts, padding="max_length", max_length=L, truncation=True, return_tensors="pt").input_ids
     ids = ids.to(text_encoder.device)  # (B, L)

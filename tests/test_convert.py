@@ -1,6 +1,8 @@
 """Tests for pix2pix_zero.convert: the rule tables rename every one of our UNet and VAE keys to an original (ldm)
 key and back, one to one, for the tiny and the full-size SD 1.5 models (built on the meta device: no memory);
 hand-known SD 1.5 name pairs; and diffusers' own ldm converter, fed our ldm names, produces exactly our keys."""
+import functools
+
 import pytest
 import torch
 from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint, convert_ldm_vae_checkpoint
@@ -13,8 +15,9 @@ from pix2pix_zero.vae import AutoencoderKL
 SIZES = pytest.mark.parametrize("full_size", [False, True], ids=["tiny", "sd15"])
 
 
+@functools.cache
 def meta_models(full_size: bool):
-    """(UNet state dict, VAE state dict, their diffusers configs), all tensors on the meta device."""
+    """(UNet state dict, VAE state dict, their diffusers configs), all tensors on the meta device; shared, read only."""
     ucfg, vcfg, text_cfg = models(full_size)
     with torch.device("meta"):
         unet, vae = UNet(ucfg), AutoencoderKL(vcfg)

@@ -1,0 +1,108 @@
+"""Cross-attention guided editing on the tiny model: the loss, the guidance step, lockstep trajectories."""
+import pytest
+import torch
+
+from pix2pix_zero.attention import record_cross_attention
+from pix2pix_zero.config import EditConfig
+from pix2pix_zero.ddim import alphas_cumprod, sampling_schedule
+from pix2pix_zero.editing import attention_loss, edit, reference_step, xa_guidance
+
+
+def latents(seed=0, B=1):
+    return torch.randn(B, 4, 8, 8, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.fixture(scope="module")
+def texts(sd):
+    c = sd.encode_text(["a photo of a cat"])
+    delta_c = sd.encode_text(["a photo of a dog"]) - c
+    return c, delta_c
+
+
+def test_attention_loss_hand_value():
+    M = {"a": torch.zeros(1, 2, 3, 4), "b": torch.zeros(1, 1, 2, 2)}
+    ref = {"a": torch.zeros(1, 2, 3, 4), "b": torch.ones(1, 1, 2, 2)}
+    M["a"][0, 0, 0, 0] = 2.0  # row (batch 0, head 0): sum 4; row (0, 1): 0 -> mean over the 2 rows = 2
+    # layer b: one row, sum over 2x2 of (0 - 1)^2 = 4
+    assert attention_loss(M, ref).item() == pytest.approx(2.0 + 4.0)
+
+
+def test_reference_maps_are_distributions_over_tokens(sd, texts):
+    c, _ = texts
+    t, a_t, a_prev = sampling_schedule(10, alphas_cumprod())[0]
+    for setting, rows in (("paper", 1), ("diffusers", 2)):
+        _, maps = reference_step(sd, latents(), t, a_t, a_prev, c, c, EditConfig(setting=setting))
+        assert len(maps) == 16  # SD 1.x: 7 cross-attention layers down and mid, 9 up
+        for M in maps.values():
+            assert M.shape[0] == rows and M.shape[1] == 8 and M.shape[-1] == 77
+            assert (M >= 0).all()
+            torch.testing.assert_close(M.sum(-1), torch.ones(M.shape[:-1]), atol=1e-5, rtol=0)
+
+
+def test_guidance_step_lowers_the_attention_loss(sd, texts):
+    c, delta_c = texts
+    t, a_t, a_prev = sampling_schedule(10, alphas_cumprod())[3]
+    x = latents(1)
+    _, maps_ref = reference_step(sd, x, t, a_t, a_prev, c, c, EditConfig())
+
+    def loss_at(x):
+        with torch.no_grad(), record_cross_attention(sd.unet) as maps:
+            sd.unet(x, t, c + delta_c)
+        return attention_loss(maps, maps_ref).item()
+
+    before = loss_at(x)
+    after = loss_at(xa_guidance(sd, x, t, c + delta_c, maps_ref, lambda_xa=0.1))
+    assert before > 0 and after < before
+
+
+def test_guidance_moves_only_latents_never_weights(sd, texts):
+    c, delta_c = texts
+    t, a_t, a_prev = sampling_schedule(10, alphas_cumprod())[3]
+    x = latents(2)
+    _, maps_ref = reference_step(sd, x, t, a_t, a_prev, c, c, EditConfig())
+    moved = xa_guidance(sd, x, t, c + delta_c, maps_ref, lambda_xa=0.1)
+    assert not moved.requires_grad and (moved - x).abs().max() > 0
+    assert all(p.grad is None and not p.requires_grad for p in sd.unet.parameters())
+
+
+@pytest.mark.parametrize("setting", ["paper", "diffusers"])
+def test_zero_direction_and_zero_guidance_reproduce_the_reference(sd, texts, setting):
+    c, _ = texts
+    c_neg = sd.encode_text([""])
+    config = EditConfig(setting=setting, num_steps=5, lambda_xa=0.0)
+    x_ref, (x_edit,) = edit(sd, latents(3), c, [torch.zeros_like(c)], c_neg, config, progress=False)
+    torch.testing.assert_close(x_edit, x_ref, atol=1e-6, rtol=0)
+
+
+def test_nonzero_guidance_changes_the_edit(sd, texts):
+    c, delta_c = texts
+    config = EditConfig(num_steps=3)
+    _, (guided,) = edit(sd, latents(4), c, [delta_c], c, config, progress=False)
+    _, (unguided,) = edit(sd, latents(4), c, [delta_c], c, EditConfig(num_steps=3, lambda_xa=0.0), progress=False)
+    assert (guided - unguided).abs().max() > 1e-4
+
+
+def test_several_targets_share_one_reference_and_equal_separate_edits(sd, texts):
+    c, delta_c = texts
+    config = EditConfig(num_steps=3)
+    seen = []
+    x_ref, (e1, e2) = edit(sd, latents(5), c, [delta_c, -delta_c], c, config, progress=False,
+                           on_reference=lambda t, maps: seen.append(t))
+    assert seen == [t for t, _, _ in sampling_schedule(3, alphas_cumprod())]  # one reference step per step
+    x_ref1, (alone,) = edit(sd, latents(5), c, [-delta_c], c, config, progress=False)
+    torch.testing.assert_close(alone, e2, atol=1e-6, rtol=0)
+    torch.testing.assert_close(x_ref1, x_ref)
+
+
+def test_direction_reaches_every_row_of_a_batch_and_the_loss_averages_rows(sd, texts):
+    """delta_c is added to each conditional row; the attention loss is a mean over (batch row, head), so in a
+    batch of B rows each row's guidance gradient is 1/B of its gradient alone (as diffusers computes it)."""
+    c, delta_c = texts
+    x = latents(6, B=2)
+    _, (batch,) = edit(sd, x, c.expand(2, -1, -1), [delta_c], c.expand(2, -1, -1), EditConfig(num_steps=2),
+                       progress=False)
+    _, (half,) = edit(sd, x[1:], c, [delta_c], c, EditConfig(num_steps=2, lambda_xa=0.05), progress=False)
+    _, (full,) = edit(sd, x[1:], c, [delta_c], c, EditConfig(num_steps=2, lambda_xa=0.1), progress=False)
+    # batched and single-row kernels differ in float32 rounding (~1e-5 here), far below the 1/B effect
+    torch.testing.assert_close(batch[1:], half, atol=1e-4, rtol=0)
+    assert (batch[1:] - full).abs().max() > 1e-3
