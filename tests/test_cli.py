@@ -1,0 +1,90 @@
+"""train_free_edit.py run as a user runs it, on tiny weights in a temporary folder."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cli(*args, cwd):
+    env = {k: v for k, v in os.environ.items()} | {"HF_HUB_OFFLINE": "1"}
+    return subprocess.run([sys.executable, str(ROOT / "train_free_edit.py"), *map(str, args)], cwd=cwd,
+                          capture_output=True, text=True, env=env, timeout=600)
+
+
+@pytest.fixture
+def photo(tmp_path):
+    path = tmp_path / "my.cat.png"  # a dot in the stem must survive in output names
+    Image.fromarray((np.random.default_rng(0).random((48, 64, 3)) * 255).astype(np.uint8)).save(path)
+    return path
+
+
+FAST = ["--steps", "2", "--size", "64", "--quiet", "--reg-steps", "1", "--ac-rolls", "1"]
+
+
+def test_edit_writes_every_output_and_resumes_and_reedits_from_the_inversion(tmp_path, photo, single_file):
+    before = photo.read_bytes()
+    r = cli("--input", photo, "--prompt", "a photo of a cat", "--task", "cat2dog", "--target", "fox",
+            "--weights", single_file, "--save-attention", "--out", tmp_path / "out", *FAST, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    out = tmp_path / "out"
+    names = {p.name for p in out.iterdir() if p.is_file()}
+    for name in ("my.cat-inversion.safetensors", "my.cat-reconstruction.png", "my.cat-attention-cat.png",
+                 "my.cat-cat2dog.png", "my.cat-cat2dog-side_by_side.png", "my.cat-cat2dog.json",
+                 "my.cat-cat2fox.png", "my.cat-cat2fox-side_by_side.png", "my.cat-cat2fox.json"):
+        assert name in names
+    assert not [n for n in names if n.endswith(".partial")]
+    assert photo.read_bytes() == before  # the input is untouched
+    settings = json.loads((out / "my.cat-cat2dog.json").read_text())
+    assert settings["config"]["num_steps"] == 2 and settings["target"] == "dog" and settings["caption"] == "a photo of a cat"
+    assert settings["checkpoint"]["identity"] and "torch" in settings["versions"]
+    assert Image.open(out / "my.cat-cat2dog-side_by_side.png").size == (3 * 64, 64)
+
+    again = cli("--input", photo, "--prompt", "a photo of a cat", "--task", "cat2dog", "--target", "fox",
+                "--weights", single_file, "--save-attention", "--out", out, *FAST, cwd=tmp_path)
+    assert again.returncode == 0 and "already done" in again.stdout
+
+    r = cli("--inversion", out / "my.cat-inversion.safetensors", "--source", "cat", "--target", "owl",
+            "--weights", single_file, "--out", tmp_path / "re", *FAST, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "re" / "my.cat-cat2owl.png").is_file()
+
+
+def test_synthetic_edit_and_directions_command(tmp_path, single_file):
+    r = cli("--prompt", "a cat on a sofa", "--source", "cat", "--target", "dog", "--weights", single_file,
+            "--out", tmp_path, *FAST, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "synthetic-seed0-cat2dog.png").is_file()
+    r = cli("directions", "--task", "cat2dog", "--weights", single_file, "--out", tmp_path / "d.safetensors",
+            cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    from safetensors.torch import load_file
+    assert load_file(tmp_path / "d.safetensors")["delta_c"].shape == (1, 77, 64)
+
+
+def test_clear_errors_exit_2_and_name_the_problem(tmp_path, photo, single_file):
+    r = cli("--input", photo, "--task", "cat2dog", "--weights", single_file, *FAST, cwd=tmp_path)
+    assert r.returncode == 2 and "--prompt" in r.stderr and "my.cat.png" in r.stderr
+    r = cli("--input", tmp_path / "missing.png", "--prompt", "x", "--task", "cat2dog", "--weights", single_file,
+            cwd=tmp_path)
+    assert r.returncode == 2 and "missing.png" in r.stderr
+    r = cli("--input", photo, "--prompt", "x", "--source", "cat", cwd=tmp_path)
+    assert r.returncode == 2 and "--target" in r.stderr
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    for name in ("a.safetensors", "b.safetensors"):
+        (weights / name).write_bytes(single_file.read_bytes())
+    r = cli("--input", photo, "--prompt", "x", "--task", "cat2dog", "--weights-dir", weights, cwd=tmp_path)
+    assert r.returncode == 2 and "a.safetensors" in r.stderr and "b.safetensors" in r.stderr and "--weights" in r.stderr
+
+
+def test_offline_with_no_weights_says_what_to_place_where(tmp_path, photo):
+    r = cli("--input", photo, "--prompt", "x", "--task", "cat2dog", "--weights-dir", tmp_path / "empty", cwd=tmp_path)
+    assert r.returncode == 2
+    assert "CompVis/stable-diffusion-v1-4" in r.stderr and "--weights" in r.stderr and "empty" in r.stderr
