@@ -140,8 +140,8 @@ def run(sd: StableDiffusion, job: Job, config: EditConfig, out_dir: str | os.Pat
         posterior = "sample" if config.setting == "diffusers" else config.posterior
         x0 = encode_image(sd, image, posterior, generator)
         x_inv = invert(sd, x0, c, config, generator, progress)
-        inv_path = Inversion(x_inv, x0, caption, sd.identity, config.to_dict()).save(out_dir / f"{stem}-inversion.safetensors")
-        written.append(inv_path)
+        inversion = Inversion(x_inv, x0, caption, sd.identity, config.to_dict())
+        written.append(inversion.save(out_dir / f"{stem}-inversion.safetensors"))
     elif not real:
         latent_hw = (job.size // 8, job.size // 8)
         x_inv = initial_noise((1, 4, *latent_hw), generator, device, dtype)

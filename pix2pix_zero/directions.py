@@ -68,7 +68,7 @@ def cached_mean_embedding(sd: StableDiffusion, concept: str, sentences: list[str
     """`mean_embedding`, read from / written to `cache_dir` (no caching if None)."""
     if cache_dir is None:
         return mean_embedding(sd, sentences)
-    key = hashlib.sha256("\n".join([sd.identity, concept, *sentences]).encode()).hexdigest()[:16]
+    key = hashlib.sha256("\n".join([sd.text_identity, concept, *sentences]).encode()).hexdigest()[:16]
     safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in concept)[:40]
     path = Path(cache_dir) / f"{safe}-{key}.safetensors"
     if path.is_file():
@@ -77,7 +77,7 @@ def cached_mean_embedding(sd: StableDiffusion, concept: str, sentences: list[str
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.partial")
     save_file({"mean_c": mean_c.contiguous().cpu()}, tmp,
-              metadata={"concept": concept, "checkpoint": sd.identity, "sentences": str(len(sentences))})
+              metadata={"concept": concept, "text_encoder": sd.text_identity, "sentences": str(len(sentences))})
     os.replace(tmp, path)
     return mean_c
 

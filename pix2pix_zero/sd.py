@@ -47,7 +47,8 @@ class StableDiffusion:
     tokenizer: CLIPTokenizer
     prediction_type: str  # "epsilon" or "v_prediction": what unet(x_t, t, c) returns
     family: str  # "sd1" or "sd2"
-    identity: str  # a content fingerprint of the checkpoint files, for caches and settings files
+    identity: str  # a content fingerprint of the checkpoint files, for settings files and saved inversions
+    text_identity: str  # the same for the file holding the text encoder, for the sentence-embedding cache
     source: str
     latent_scale: float = LATENT_SCALE
     skipped: list[str] = field(default_factory=list, repr=False)
@@ -183,8 +184,11 @@ def load_sd(path: str | Path, device: torch.device | str = "cpu", dtype: torch.d
     path = Path(path)
     if path.is_dir():
         if not (path / "unet").is_dir():
+            inside = sorted(p.name for p in path.iterdir() if p.suffix in (".safetensors", ".ckpt", ".pt", ".bin"))
+            hint = f" (it holds {', '.join(inside)}: pass the file itself; .ckpt/.pt/.bin are pickles, which are " \
+                   "refused)" if inside else ""
             raise CheckpointError(f"{path}: no checkpoint here: expected a .safetensors file or a diffusers folder "
-                                  "with unet/, vae/ and text_encoder/")
+                                  f"with unet/, vae/ and text_encoder/{hint}")
         refs, skipped = diffusers_refs(path)
         scheduler = path / "scheduler" / "scheduler_config.json"
         found_type = json.loads(scheduler.read_text()).get("prediction_type", "epsilon") if scheduler.is_file() \
@@ -226,8 +230,12 @@ def load_sd(path: str | Path, device: torch.device | str = "cpu", dtype: torch.d
     text_refs = text_encoder_state_dict(refs["text"], text_encoder)
     text_encoder = read_part(text_encoder, text_refs, f"{path} (text encoder)", device, dtype)
     if verbose:
-        print(f"{path}: skipped {len(skipped)} keys no model uses: {group_keys(skipped, 1)}")
-    files = sorted({f.path: f for r in refs.values() for f, _ in r.values()}.items())
-    identity = "-".join(f.fingerprint() for _, f in files)
+        print(f"{path}: skipped {len(skipped)} keys no model uses (schedule buffers, EMA, position ids, "
+              f"contrastive head, unused text block):\n" + "\n".join(f"  {k}" for k in skipped))
+
+    def fingerprint(parts) -> str:
+        files = sorted({f.path: f for part in parts for f, _ in refs[part].values()}.items())
+        return "-".join(f.fingerprint() for _, f in files)
+
     return StableDiffusion(unet, vae, text_encoder, load_tokenizer(FAMILIES[family]["pad_token"]), prediction_type,
-                           family, identity, str(path), skipped=skipped)
+                           family, fingerprint(refs), fingerprint(["text"]), str(path), skipped=skipped)
