@@ -79,13 +79,12 @@ class SafetensorsFile:
     def read(self, key: str, device: torch.device | str = "cpu", dtype: torch.dtype | None = None) -> torch.Tensor:
         """One tensor, cast to `dtype` (floating tensors only) and moved to `device`."""
         src_dtype, shape, begin, end = self.entries[key]
-        buf = bytearray(end - begin)
+        buf = torch.empty(end - begin, dtype=torch.uint8)  # uninitialised: the read fills every byte
         with open(self.path, "rb") as f:
             f.seek(self.data_start + begin)
-            if f.readinto(buf) != len(buf):
+            if f.readinto(buf.numpy()) != end - begin:
                 raise CheckpointError(f"{self.path}: truncated while reading {key!r}")
-        t = torch.frombuffer(buf, dtype=src_dtype) if buf else torch.empty(0, dtype=src_dtype)
-        t = t.reshape(shape)
+        t = buf.view(src_dtype).reshape(shape)
         return t.to(device=device, dtype=dtype if dtype is not None and t.is_floating_point() else t.dtype)
 
     def fingerprint(self) -> str:
