@@ -15,15 +15,15 @@ SETTINGS = ("paper", "diffusers")
 def noise_pyramid(eps: torch.Tensor, setting: str = "paper") -> list[torch.Tensor]:
     """Levels eta^0 = eps, eta^{p+1} = 2 * avgpool_2x2(eta^p); the factor 2 keeps white noise at unit variance.
 
-    paper: pool again while both sides are even and at least 16, so every level is an exact 2x2 partition of
-    the one above and no side falls below 8: 64 -> 32 -> 16 -> 8, 96 -> 48 -> 24 -> 12, 50 -> 25, 72 -> 36 -> 18
-    -> 9. For sides below 16 the pyramid is eps alone.
+    paper: pool again while both sides are larger than 8 (the paper's rule: 64 -> 32 -> 16 -> 8) and even, so
+    every level is an exact 2x2 partition of the one above: 96 -> 48 -> 24 -> 12 -> 6, 72 -> 36 -> 18 -> 9,
+    50 -> 25, 24 x 40 -> 12 x 20 -> 6 x 10. An odd side stops the pyramid (pooling it would drop a row).
     """
     assert setting in SETTINGS, setting
     levels = [eps]
     while True:
         h, w = levels[-1].shape[-2:]
-        if setting == "paper" and (h % 2 or w % 2 or min(h, w) < 16):
+        if setting == "paper" and (h % 2 or w % 2 or min(h, w) <= 8):
             break
         # NOTE(official): the authors (and diffusers) pool while the height is > 8, flooring odd sides and
         # ignoring the width, and without the factor 2, so level p of white noise has variance 4^-p.

@@ -29,11 +29,13 @@ def box_blurred(eps):
 
 @pytest.mark.parametrize("hw, paper, diffusers", [
     ((64, 64), [64, 32, 16, 8], [64, 32, 16, 8]),
-    ((96, 96), [96, 48, 24, 12], [96, 48, 24, 12, 6]),
+    ((96, 96), [96, 48, 24, 12, 6], [96, 48, 24, 12, 6]),
     ((72, 72), [72, 36, 18, 9], [72, 36, 18, 9, 4]),
     ((50, 50), [50, 25], [50, 25, 12, 6]),
-    ((12, 12), [12], [12, 6]),
-    ((24, 40), [24, 12], [24, 12, 6]),  # heights; paper stops at 12 x 20, diffusers goes on to 6 x 10
+    ((12, 12), [12, 6], [12, 6]),
+    ((10, 10), [10, 5], [10, 5]),
+    ((24, 40), [24, 12, 6], [24, 12, 6]),  # heights: 24 x 40 -> 12 x 20 -> 6 x 10
+    ((40, 24), [40, 20, 10], [40, 20, 10, 5]),  # paper stops at 10 x 6; diffusers looks at the height only
 ])
 def test_pyramid_levels_follow_the_stopping_rules(hw, paper, diffusers):
     eps = torch.zeros(1, 1, *hw)
@@ -92,7 +94,7 @@ def test_estimator_draws_shifts_in_1_to_half_side_exclusive():
 def test_estimator_mean_relates_to_exact_sum(side):
     """Per level, axis: sum_{d=1}^{S-1} rho(d)^2 = 2 K E[rho(delta)^2] + [S even] rho(S/2)^2, K = ceil(S/2)-1;
     L_pair divides that by the map size S^2."""
-    eps = box_blurred(randn(1, 1, side, side, dtype=torch.float64))  # sides < 16: one level
+    eps = box_blurred(randn(1, 1, side, side, dtype=torch.float64))  # sides 8 and 9: one level
     K = (side + 1) // 2 - 1
     rho2 = {(delta, d): autocorrelation(eps, delta, d)[:, 0] ** 2 for delta in range(side) for d in (-2, -1)}
     nyquist = rho2[side // 2, -2] + rho2[side // 2, -1] if side % 2 == 0 else 0.0
