@@ -12,6 +12,7 @@ field of pix2pix_zero.config.EditConfig; the README explains each and the two --
 """
 import argparse
 import sys
+from pathlib import Path
 
 import torch
 
@@ -103,7 +104,7 @@ def load_model(a: argparse.Namespace):
 
 
 def main_edit(argv: list[str]) -> int:
-    from pix2pix_zero.batch import Job, input_images, run
+    from pix2pix_zero.batch import Job, input_images, output_stems, run
     from pix2pix_zero.config import EditConfig
     p = edit_parser()
     a = p.parse_args(argv)
@@ -115,10 +116,14 @@ def main_edit(argv: list[str]) -> int:
                         num_ac_rolls=a.ac_rolls, posterior=a.posterior, seed=a.seed)
     job = Job(source, targets, a.prompt, a.negative_prompt, a.source_sentences, a.target_sentences, a.size,
               a.save_attention, a.cache_dir or f"{a.out}/.cache")
+    if a.input and Path(a.input).is_dir() and Path(a.input).resolve() == Path(a.out).resolve():
+        p.error("--out must not be the input folder (the outputs would become inputs of the next run)")
     images = input_images(a.input) if a.input else [None]
+    stems = output_stems(images) if a.input else {None: None}
     sd = load_model(a)
     for image in images:
-        written = run(sd, job, config, a.out, image_path=image, inversion_path=a.inversion, progress=not a.quiet)
+        written = run(sd, job, config, a.out, image_path=image, inversion_path=a.inversion, stem=stems[image],
+                      progress=not a.quiet)
         name = image or a.inversion or "synthetic"
         print(f"{name}: " + (", ".join(str(w) for w in written) if written else "already done (same settings)"))
     return 0
@@ -126,7 +131,6 @@ def main_edit(argv: list[str]) -> int:
 
 def main_directions(argv: list[str]) -> int:
     import os
-    from pathlib import Path
 
     from safetensors.torch import save_file
 

@@ -16,9 +16,12 @@ from torch import nn
 
 
 def attention_probs(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-    """M = softmax(Q K^T / sqrt(d)) for q (B, h, N, d), k (B, h, L, d) -> (B, h, N, L)."""
-    scores = q @ k.transpose(-1, -2) * q.shape[-1] ** -0.5
-    return scores.softmax(dim=-1)
+    """M = softmax(Q K^T / sqrt(d)) for q (B, h, N, d), k (B, h, L, d) -> (B, h, N, L).
+
+    q is scaled before the product and the softmax runs in at least float32, so fp16 scores cannot overflow.
+    """
+    scores = (q * q.shape[-1] ** -0.5) @ k.transpose(-1, -2)
+    return scores.softmax(dim=-1, dtype=torch.promote_types(scores.dtype, torch.float32)).to(q.dtype)
 
 
 class Attention(nn.Module):

@@ -22,7 +22,7 @@ from .config import EditConfig
 from .directions import TEMPLATES, edit_direction
 from .editing import decode_latents, edit, initial_noise
 from .heatmap import WordAttention, word_token_indices
-from .image import load_image, save_png, side_by_side, tensor_to_pil
+from .image import fit_size, load_image, save_png, side_by_side, tensor_to_pil
 from .inversion import Inversion, encode_image, invert
 from .sd import StableDiffusion
 
@@ -90,77 +90,113 @@ def write_json(record: dict, path: Path) -> Path:
     return path
 
 
-def run(sd: StableDiffusion, job: Job, config: EditConfig, out_dir: str | os.PathLike,
-        image_path: str | os.PathLike | None = None, inversion_path: str | os.PathLike | None = None,
-        progress: bool = True) -> list[Path]:
-    """Edit one input (an image file, a saved inversion, or neither: a synthetic image); returns files written."""
-    out_dir = Path(out_dir)
+def output_stems(images: list[Path]) -> dict[Path, str]:
+    """The output stem of each image: its name without the extension, or, where two images share that
+    (cat.png and cat.jpg), the name with the extension joined by an underscore (cat_png, cat_jpg)."""
+    counts: dict[str, int] = {}
+    for p in images:
+        counts[p.stem] = counts.get(p.stem, 0) + 1
+    return {p: p.stem if counts[p.stem] == 1 else f"{p.stem}_{p.suffix[1:]}" for p in images}
+
+
+@dataclass
+class Source:
+    """What one run edits: a real image (to invert, or already inverted) or a synthetic one."""
+    stem: str
+    caption: str
+    real: bool
+    image: torch.Tensor | None  # (1, 3, H, W) in [-1, 1]; None until a synthetic image is generated
+    x_inv: torch.Tensor | None  # None: invert the image first
+    latent_hw: tuple[int, int]
+    inverted_with: dict | None = None  # the settings of a reloaded inversion
+
+
+def load_source(sd: StableDiffusion, job: Job, config: EditConfig, image_path, inversion_path, stem) -> Source:
     device, dtype = sd.unet.conv_in.weight.device, sd.unet.conv_in.weight.dtype
-    generator = torch.Generator().manual_seed(config.seed)
-    protected = {Path(p).resolve() for p in (image_path, inversion_path) if p is not None}
     if inversion_path is not None:
         inv = Inversion.load(inversion_path)
-        if inv.checkpoint != sd.identity:
-            raise ValueError(f"{inversion_path}: inverted with checkpoint {inv.checkpoint}, but the loaded one is "
-                             f"{sd.identity} ({sd.source}); edit it with the same --weights")
-        stem, caption, x_inv = Path(inversion_path).stem.removesuffix("-inversion"), inv.caption, inv.x_inv
-        x_inv = x_inv.to(device=device, dtype=dtype)
+        made = {"checkpoint": inv.checkpoint, "num_steps": inv.settings.get("num_steps"),
+                "prediction_type": inv.settings.get("prediction_type", sd.prediction_type)}
+        wanted = {"checkpoint": sd.identity, "num_steps": config.num_steps, "prediction_type": sd.prediction_type}
+        for key in made:
+            if made[key] != wanted[key]:
+                raise ValueError(f"{inversion_path}: inverted with {key} {made[key]}, but this run has {wanted[key]}; "
+                                 "edit it with the same --weights, --steps and --prediction-type")
+        x_inv = inv.x_inv.to(device=device, dtype=dtype)
         image = decode_latents(sd, inv.x0.to(device=device, dtype=dtype))
-        real = True
-    elif image_path is not None:
+        return Source(stem or Path(inversion_path).stem.removesuffix("-inversion"), inv.caption, True, image, x_inv,
+                      tuple(x_inv.shape[-2:]), inv.settings)
+    if image_path is not None:
         if not job.prompt:
             raise ValueError(f"{image_path}: no caption: pass --prompt \"a photo of a ...\" (automatic captioning "
                              "is not available yet)")
-        stem, caption, real = Path(image_path).stem, job.prompt, True
         image = load_image(image_path, job.size).to(device=device, dtype=dtype)
-    else:
-        if not job.prompt:
-            raise ValueError("a synthetic image needs --prompt (or give --input)")
-        stem, caption, real, image = f"synthetic-seed{config.seed}", job.prompt, False, None
-    negative = job.negative_prompt if job.negative_prompt is not None else (caption if real else "")
-    c, c_neg = sd.encode_text([caption]), sd.encode_text([negative])
+        return Source(stem or Path(image_path).stem, job.prompt, True, image, None,
+                      (image.shape[-2] // 8, image.shape[-1] // 8))
+    if not job.prompt:
+        raise ValueError("a synthetic image needs --prompt (or give --input)")
+    W, H = fit_size(job.size, job.size, job.size)
+    return Source(stem or f"synthetic-{safe_name(job.prompt)[:40]}-seed{config.seed}", job.prompt, False, None, None,
+                  (H // 8, W // 8))
 
+
+def run(sd: StableDiffusion, job: Job, config: EditConfig, out_dir: str | os.PathLike,
+        image_path: str | os.PathLike | None = None, inversion_path: str | os.PathLike | None = None,
+        stem: str | None = None, progress: bool = True) -> list[Path]:
+    """Edit one input (an image file, a saved inversion, or neither: a synthetic image); returns files written."""
+    out_dir = Path(out_dir)
+    generator = torch.Generator().manual_seed(config.seed)
+    src = load_source(sd, job, config, image_path, inversion_path, stem)
+    negative = job.negative_prompt if job.negative_prompt is not None else (src.caption if src.real else "")
     targets = list(zip(job.targets, job.target_sentences or [None] * len(job.targets)))
-    bases = {target: f"{stem}-{safe_name(job.source)}2{safe_name(target)}" for target, _ in targets}
-    records = {target: settings_record(sd, job, config, str(image_path or inversion_path or "synthetic"), caption,
-                                       negative, target, sentences, tuple(image.shape[-1:-3:-1]) if image is not None
-                                       else (job.size, job.size)) for target, sentences in targets}
+    bases = {target: f"{src.stem}-{safe_name(job.source)}2{safe_name(target)}" for target, _ in targets}
+    size = (src.latent_hw[1] * 8, src.latent_hw[0] * 8)
+    records = {target: settings_record(sd, job, config, str(image_path or inversion_path or "synthetic"),
+                                       src.caption, negative, target, sentences, size) for target, sentences in targets}
+    for record in records.values():
+        if src.inverted_with is not None:
+            record["inverted_with"] = src.inverted_with
     todo = [(t, s) for t, s in targets if not done(out_dir, bases[t], records[t])]
     if not todo:
         return []
+    invert_now = src.real and src.x_inv is None
     outputs = [out_dir / f"{b}{ext}" for b in bases.values() for ext in (".png", ".json", "-side_by_side.png")]
-    outputs += [out_dir / f"{stem}-inversion.safetensors", out_dir / f"{stem}-reconstruction.png"]
+    outputs += [out_dir / f"{src.stem}-reconstruction.png"]
+    outputs += [out_dir / f"{src.stem}-inversion.safetensors"] if invert_now else []
+    protected = {Path(p).resolve() for p in (image_path, inversion_path) if p is not None}
     for p in outputs:
         if p.resolve() in protected:
             raise ValueError(f"{p}: an output would overwrite an input; choose another --out")
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
 
-    if inversion_path is None and real:
+    c, c_neg = sd.encode_text([src.caption]), sd.encode_text([negative])
+    x_inv, image = src.x_inv, src.image
+    if invert_now:
         posterior = "sample" if config.setting == "diffusers" else config.posterior
         x0 = encode_image(sd, image, posterior, generator)
         x_inv = invert(sd, x0, c, config, generator, progress)
-        inversion = Inversion(x_inv, x0, caption, sd.identity, config.to_dict())
-        written.append(inversion.save(out_dir / f"{stem}-inversion.safetensors"))
-    elif not real:
-        latent_hw = (job.size // 8, job.size // 8)
-        x_inv = initial_noise((1, 4, *latent_hw), generator, device, dtype)
+        settings = config.to_dict() | {"prediction_type": sd.prediction_type}
+        written.append(Inversion(x_inv, x0, src.caption, sd.identity, settings)
+                       .save(out_dir / f"{src.stem}-inversion.safetensors"))
+    elif not src.real:
+        x_inv = initial_noise((1, 4, *src.latent_hw), generator, c.device, c.dtype)
 
     delta_cs = [edit_direction(sd, job.source, t, job.source_sentences, s, job.cache_dir) for t, s in todo]
     heat = None
     if job.save_attention:
-        tokens = word_token_indices(sd.tokenizer, caption, job.source)
+        tokens = word_token_indices(sd.tokenizer, src.caption, job.source)
         if tokens:
-            heat = WordAttention(tokens, tuple(x_inv.shape[-2:]))
+            heat = WordAttention(tokens, src.latent_hw)
         else:
-            print(f"note: '{job.source}' is not a word of the caption '{caption}'; no attention map saved")
+            print(f"note: '{job.source}' is not a word of the caption '{src.caption}'; no attention map saved")
     x_ref, x_edits = edit(sd, x_inv, c, delta_cs, c_neg, config, progress, on_reference=heat)
     reconstruction = decode_latents(sd, x_ref)
     if image is None:  # synthetic: the reference trajectory is the generated image
         image = reconstruction
-    written.append(save_png(tensor_to_pil(reconstruction), out_dir / f"{stem}-reconstruction.png"))
+    written.append(save_png(tensor_to_pil(reconstruction), out_dir / f"{src.stem}-reconstruction.png"))
     if heat is not None:
-        written.append(save_png(heat.overlay(image), out_dir / f"{stem}-attention-{safe_name(job.source)}.png"))
+        written.append(save_png(heat.overlay(image), out_dir / f"{src.stem}-attention-{safe_name(job.source)}.png"))
     for (target, _), x_edit in zip(todo, x_edits):
         edited = tensor_to_pil(decode_latents(sd, x_edit))
         triptych = side_by_side([tensor_to_pil(image), tensor_to_pil(reconstruction), edited])

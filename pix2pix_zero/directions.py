@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .sd import StableDiffusion
@@ -72,7 +73,10 @@ def cached_mean_embedding(sd: StableDiffusion, concept: str, sentences: list[str
     safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in concept)[:40]
     path = Path(cache_dir) / f"{safe}-{key}.safetensors"
     if path.is_file():
-        return load_file(path)["mean_c"]
+        try:
+            return load_file(path)["mean_c"]
+        except (SafetensorError, KeyError, OSError):
+            pass  # a damaged cache entry is recomputed and rewritten below
     mean_c = mean_embedding(sd, sentences)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.partial")

@@ -86,7 +86,8 @@ def edit_step(sd: StableDiffusion, x_t, t, alpha_bar_t, alpha_bar_prev, c_edit, 
     # The guided prediction runs the cross-attention path the reference ran (explicit softmax, maps unused),
     # so with delta_c = 0 and lambda_xa = 0 the two trajectories are identical, not merely close.
     if config.setting == "paper":
-        x_t = xa_guidance(sd, x_t, t, c_edit, maps_ref, config.lambda_xa)
+        # The loss averages over batch rows; times B, each image moves as it would alone.
+        x_t = xa_guidance(sd, x_t, t, c_edit, maps_ref, config.lambda_xa * x_t.shape[0])
         with record_cross_attention(sd.unet):
             out = guided_output(sd, x_t, t, c_edit, c_neg, config.guidance_scale)
         return ddim_step(out, x_t, alpha_bar_t, alpha_bar_prev, sd.prediction_type)
@@ -108,12 +109,12 @@ def edit(sd: StableDiffusion, x_inv: torch.Tensor, c: torch.Tensor, delta_cs: li
     Returns (x0_ref, [x0_edit per delta_c]). delta_c (1, L, D) or (B, L, D) is added to every conditional row.
     `on_reference(t, maps_ref)`, if given, sees each step's reference maps (e.g. to draw heat maps).
     """
-    dtype = x_inv.dtype
     c_edits = [c + delta_c.to(c) for delta_c in delta_cs]
     x_ref, x_edits = x_inv, [x_inv] * len(delta_cs)
-    for t, alpha_bar_t, alpha_bar_prev in tqdm(sampling_schedule(config.num_steps, alphas_cumprod()),
-                                               desc="editing", disable=not progress, leave=False):
-        a_t, a_prev = alpha_bar_t.to(dtype), alpha_bar_prev.to(dtype)
+    # alpha_bar stays float32 (0-dim tensors do not change the latents' dtype): in fp16/bf16, 1 - alpha_bar
+    # near alpha_bar = 1 would lose most of its digits.
+    for t, a_t, a_prev in tqdm(sampling_schedule(config.num_steps, alphas_cumprod()), desc="editing",
+                               disable=not progress, leave=False):
         x_next, maps_ref = reference_step(sd, x_ref, t, a_t, a_prev, c, c_neg, config)
         if on_reference is not None:
             on_reference(t, maps_ref)

@@ -13,11 +13,12 @@ DOWNLOAD_FILES = ["model_index.json", "scheduler/scheduler_config.json", "unet/c
 
 
 def checkpoints_in(folder: Path) -> list[Path]:
-    """The checkpoints directly inside `folder`: .safetensors files and diffusers folders (with unet/)."""
+    """The checkpoints directly inside `folder`: weight files and diffusers folders (with unet/). Pickled files
+    are listed too, so that loading one explains how to convert it instead of downloading another model."""
     if not folder.is_dir():
         return []
-    return sorted(p for p in folder.iterdir()
-                  if (p.is_file() and p.suffix == ".safetensors") or (p.is_dir() and (p / "unet").is_dir()))
+    return sorted(p for p in folder.iterdir() if (p.is_file() and p.suffix in (".safetensors", ".ckpt", ".pt", ".bin"))
+                  or (p.is_dir() and (p / "unet").is_dir()))
 
 
 def resolve_weights(weights: str | None, weights_dir: str | Path = "weights", download: bool = True) -> Path:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 MULTIPLE = 64
 
@@ -25,7 +25,7 @@ def load_image(path: str | os.PathLike, size: int = 512) -> torch.Tensor:
     path = Path(path)
     try:
         with Image.open(path) as im:
-            im = im.convert("RGB")
+            im = ImageOps.exif_transpose(im).convert("RGB")  # phone photos: apply the EXIF orientation
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: no such image file") from None
     except (UnidentifiedImageError, OSError) as e:

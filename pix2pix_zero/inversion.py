@@ -90,7 +90,8 @@ class Inversion:
                 meta = f.metadata() or {}
         except (FileNotFoundError, SafetensorError, OSError) as e:
             raise ValueError(f"{path}: not a readable inversion file ({e})") from None
-        if meta.get("format") != "pix2pix_zero.inversion/1" or "x_inv" not in tensors:
-            raise ValueError(f"{path}: not a pix2pix_zero inversion (no x_inv tensor / format metadata)")
+        if meta.get("format") != "pix2pix_zero.inversion/1" or {"x_inv", "x0"} - set(tensors) or \
+                {"caption", "checkpoint", "settings"} - set(meta):
+            raise ValueError(f"{path}: not a pix2pix_zero inversion (x_inv, x0 or its metadata are missing)")
         return Inversion(tensors["x_inv"], tensors["x0"], meta["caption"], meta["checkpoint"],
                          json.loads(meta["settings"]))

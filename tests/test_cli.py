@@ -50,22 +50,41 @@ def test_edit_writes_every_output_and_resumes_and_reedits_from_the_inversion(tmp
                 "--weights", single_file, "--save-attention", "--out", out, *FAST, cwd=tmp_path)
     assert again.returncode == 0 and "already done" in again.stdout
 
+    # re-edit from the saved inversion, into the same folder (the README's example)
     r = cli("--inversion", out / "my.cat-inversion.safetensors", "--source", "cat", "--target", "owl",
-            "--weights", single_file, "--out", tmp_path / "re", *FAST, cwd=tmp_path)
+            "--weights", single_file, "--out", out, *FAST, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    assert (tmp_path / "re" / "my.cat-cat2owl.png").is_file()
+    assert (out / "my.cat-cat2owl.png").is_file()
+    assert json.loads((out / "my.cat-cat2owl.json").read_text())["inverted_with"]["num_steps"] == 2
+    r = cli("--inversion", out / "my.cat-inversion.safetensors", "--source", "cat", "--target", "owl",
+            "--weights", single_file, "--out", out, "--steps", "3", "--quiet", cwd=tmp_path)
+    assert r.returncode == 2 and "num_steps 2" in r.stderr and "--steps" in r.stderr
 
 
 def test_synthetic_edit_and_directions_command(tmp_path, single_file):
     r = cli("--prompt", "a cat on a sofa", "--source", "cat", "--target", "dog", "--weights", single_file,
             "--out", tmp_path, *FAST, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    assert (tmp_path / "synthetic-seed0-cat2dog.png").is_file()
+    assert (tmp_path / "synthetic-a_cat_on_a_sofa-seed0-cat2dog.png").is_file()
     r = cli("directions", "--task", "cat2dog", "--weights", single_file, "--out", tmp_path / "d.safetensors",
             cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     from safetensors.torch import load_file
     assert load_file(tmp_path / "d.safetensors")["delta_c"].shape == (1, 77, 64)
+
+
+def test_folder_input_keeps_images_with_the_same_stem_apart(tmp_path, photo, single_file):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    Image.open(photo).save(folder / "cat.png")
+    Image.open(photo).convert("RGB").save(folder / "cat.jpg")
+    r = cli("--input", folder, "--prompt", "a photo of a cat", "--task", "cat2dog", "--weights", single_file,
+            "--out", tmp_path / "out", *FAST, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "out" / "cat_png-cat2dog.png").is_file() and (tmp_path / "out" / "cat_jpg-cat2dog.png").is_file()
+    r = cli("--input", folder, "--prompt", "x", "--task", "cat2dog", "--weights", single_file, "--out", folder,
+            cwd=tmp_path)
+    assert r.returncode == 2 and "--out" in r.stderr
 
 
 def test_clear_errors_exit_2_and_name_the_problem(tmp_path, photo, single_file):

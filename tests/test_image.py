@@ -34,3 +34,13 @@ def test_save_png_is_atomic_and_leaves_no_partial_file(tmp_path):
     path = save_png(Image.new("RGB", (8, 8)), tmp_path / "sub" / "out.png")
     assert path.is_file() and Image.open(path).size == (8, 8)
     assert [p.name for p in path.parent.iterdir()] == ["out.png"]
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    """A phone photo stored 120 x 60 with Orientation = 6 (rotate 90 degrees) is shown, and edited, as 60 x 120."""
+    im = Image.new("RGB", (120, 60))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    im.save(tmp_path / "phone.jpg", exif=exif)
+    x = load_image(tmp_path / "phone.jpg", size=128)
+    assert x.shape[-2:] == (128, 64)  # (H, W): portrait

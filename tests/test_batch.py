@@ -1,0 +1,21 @@
+"""Running on files: output names, synthetic sizes."""
+from pathlib import Path
+
+from pix2pix_zero.batch import Job, load_source, output_stems, safe_name
+from pix2pix_zero.config import EditConfig
+
+
+def test_output_stems_keep_dots_and_separate_shared_stems():
+    images = [Path("a/my.cat.png"), Path("a/dog.png"), Path("a/dog.jpg")]
+    assert output_stems(images) == {images[0]: "my.cat", images[1]: "dog_png", images[2]: "dog_jpg"}
+
+
+def test_safe_name_keeps_words_and_replaces_path_characters():
+    assert safe_name("golden retriever") == "golden_retriever"
+    assert safe_name("../x") == "___x"
+
+
+def test_synthetic_size_follows_the_resize_policy_and_names_the_prompt(sd):
+    src = load_source(sd, Job("cat", ["dog"], prompt="a cat, on a sofa", size=100), EditConfig(seed=4), None, None, None)
+    assert src.latent_hw == (16, 16)  # 100 rounds to 128 pixels
+    assert src.stem == "synthetic-a_cat__on_a_sofa-seed4" and not src.real and src.x_inv is None
