@@ -106,9 +106,12 @@ def edit(sd: StableDiffusion, x_inv: torch.Tensor, c: torch.Tensor, delta_cs: li
          ) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Denoise x_inv with c (the reference) and with c + delta_c for each delta_c, in lockstep.
 
-    Returns (x0_ref, [x0_edit per delta_c]). delta_c (1, L, D) or (B, L, D) is added to every conditional row.
+    Returns (x0_ref, [x0_edit per delta_c]). c and c_neg are (1, L, D) or (B, L, D); delta_c (1, L, D) or
+    (B, L, D) is added to every conditional row.
     `on_reference(t, maps_ref)`, if given, sees each step's reference maps (e.g. to draw heat maps).
     """
+    B = x_inv.shape[0]
+    c, c_neg = c.expand(B, -1, -1), c_neg.expand(B, -1, -1)  # one prompt may serve a whole batch
     c_edits = [c + delta_c.to(c) for delta_c in delta_cs]
     x_ref, x_edits = x_inv, [x_inv] * len(delta_cs)
     # alpha_bar stays float32 (0-dim tensors do not change the latents' dtype): in fp16/bf16, 1 - alpha_bar

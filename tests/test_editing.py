@@ -111,3 +111,13 @@ def test_direction_reaches_every_row_of_a_batch(sd, texts, setting):
     # batched and single-row kernels differ in float32 rounding (~1e-5 here), far below the step-size effect
     torch.testing.assert_close(batch[1:], alone, atol=1e-4, rtol=0)
     assert (batch[1:] - other).abs().max() > 1e-3
+
+
+def test_one_prompt_serves_a_batch(sd, texts):
+    c, delta_c = texts
+    x = latents(7, B=2)
+    config = EditConfig(num_steps=2)
+    expanded = edit(sd, x, c.expand(2, -1, -1), [delta_c], c.expand(2, -1, -1), config, progress=False)
+    single = edit(sd, x, c, [delta_c], c, config, progress=False)
+    torch.testing.assert_close(single[0], expanded[0], atol=0, rtol=0)
+    torch.testing.assert_close(single[1][0], expanded[1][0], atol=0, rtol=0)
