@@ -53,12 +53,12 @@ def download_paper_model(target: Path) -> Path:
         snapshot_download(PAPER_MODEL, local_dir=target, allow_patterns=DOWNLOAD_FILES)
     except GatedRepoError:
         raise PermissionError(f"{PAPER_MODEL} needs its licence accepted: open its page on the Hugging Face Hub, "
-                              "accept the licence, then log in with `huggingface-cli login`.\n" + manual) from None
+                              "accept the licence, then log in with `hf auth login`.\n" + manual) from None
     except HfHubHTTPError as e:
         status = getattr(getattr(e, "response", None), "status_code", None)
         if status in (401, 403):
             raise PermissionError(f"{PAPER_MODEL}: access refused ({status}); accept the licence on its Hugging "
-                                  "Face page and log in with `huggingface-cli login`.\n" + manual) from None
+                                  "Face page and log in with `hf auth login`.\n" + manual) from None
         raise ConnectionError(f"downloading {PAPER_MODEL} failed ({e}).\n" + manual) from None
     except (LocalEntryNotFoundError, OSError) as e:
         raise ConnectionError(f"cannot download {PAPER_MODEL}: offline or unreachable ({type(e).__name__}).\n"

@@ -48,8 +48,8 @@ def pair_loss_exact(eps: torch.Tensor) -> torch.Tensor:
     squared autocorrelation coefficients rho(delta)^2 for every shift delta = 1..S_p-1 (S_p the side along
     that axis), each level's sum divided by its map size S_p^2 = h_p * w_p ("normalized by the noise map size").
 
-    The normalisation makes each level's term independent of its size for white noise (it is then about
-    2 C / S_p^2 per level); the random estimator below keeps the authors' scale, for which lambda_ac = 20 is tuned.
+    For white noise each rho(delta)^2 is about 1 / S_p^2, so a level contributes about 2 C / S_p^3: coarse levels
+    weigh more. The random estimator below keeps the authors' scale, for which lambda_ac = 20 is tuned.
     """
     loss = eps.new_zeros(eps.shape[0])
     for eta in noise_pyramid(eps):

@@ -76,7 +76,8 @@ def single_file_refs(f: SafetensorsFile) -> tuple[dict[str, dict[str, Ref]], lis
     """Our key -> (file, key) for each part of an original single-file checkpoint, and the skipped keys."""
     keys = f.keys()
     if any(k.startswith("conditioner.") for k in keys) or any(".label_emb." in k for k in keys):
-        raise CheckpointError(f"{f.path}: this is an SDXL checkpoint; SDXL is not supported (SD 1.x and 2.x only)")
+        raise CheckpointError(f"{f.path}: this is an SDXL (or SD 2.x unCLIP) checkpoint, with class/size "
+                              "embeddings; not supported (SD 1.x and 2.x text-to-image only)")
     is_openclip = any(k.startswith(openclip.PREFIX) for k in keys)  # SD 2.x's text tower
     prefixes = PARTS | {"text": openclip.PREFIX} if is_openclip else PARTS
     by_part = {part: [k[len(p):] for k in keys if k.startswith(p)] for part, p in prefixes.items()}

@@ -35,3 +35,26 @@ def sd(diffusers_folder):
 @pytest.fixture(scope="session")
 def sd_single(single_file):
     return load_sd(single_file)
+
+
+@pytest.fixture(scope="session")
+def diffusers_pix2pix_zero():
+    """A factory: diffusers' StableDiffusionPix2PixZeroPipeline assembled from a tiny diffusers folder."""
+    from diffusers import (AutoencoderKL, DDIMInverseScheduler, DDIMScheduler, StableDiffusionPix2PixZeroPipeline,
+                           UNet2DConditionModel)
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    def build(folder):
+        f = str(folder)
+        pipe = StableDiffusionPix2PixZeroPipeline(
+            vae=AutoencoderKL.from_pretrained(f, subfolder="vae"),
+            text_encoder=CLIPTextModel.from_pretrained(f, subfolder="text_encoder"),
+            tokenizer=CLIPTokenizer.from_pretrained(f, subfolder="tokenizer"),
+            unet=UNet2DConditionModel.from_pretrained(f, subfolder="unet"),
+            scheduler=DDIMScheduler.from_pretrained(f, subfolder="scheduler"),
+            inverse_scheduler=DDIMInverseScheduler.from_pretrained(f, subfolder="scheduler"),
+            feature_extractor=None, safety_checker=None, caption_generator=None, caption_processor=None,
+            requires_safety_checker=False)
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
+    return build

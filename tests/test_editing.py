@@ -5,7 +5,7 @@ import torch
 from pix2pix_zero.attention import record_cross_attention
 from pix2pix_zero.config import EditConfig
 from pix2pix_zero.ddim import alphas_cumprod, sampling_schedule
-from pix2pix_zero.editing import attention_loss, edit, reference_step, xa_guidance
+from pix2pix_zero.editing import attention_loss, edit, edit_step, reference_step, xa_guidance
 
 
 def latents(seed=0, B=1):
@@ -121,3 +121,35 @@ def test_one_prompt_serves_a_batch(sd, texts):
     single = edit(sd, x, c, [delta_c], c, config, progress=False)
     torch.testing.assert_close(single[0], expanded[0], atol=0, rtol=0)
     torch.testing.assert_close(single[1][0], expanded[1][0], atol=0, rtol=0)
+
+
+def test_paper_edit_step_written_out_by_hand(sd, texts):
+    """One `paper` step against Algorithm 1 written out: maps of the c rows as reference; x' = x - lambda_xa
+    grad ||M(x, c + delta_c) - M_ref||^2; out = u(x', c_neg) + w (u(x', c + delta_c) - u(x', c_neg)); DDIM from x'."""
+    c, delta_c = texts
+    c_neg, c_edit = sd.encode_text(["a blurry photo of a room"]), c + delta_c
+    t, a_t, a_prev = sampling_schedule(10, alphas_cumprod())[2]
+    config = EditConfig(num_steps=10, guidance_scale=5.0, lambda_xa=0.1)
+    x_ref, x = latents(8), latents(9)
+
+    _, maps_ref = reference_step(sd, x_ref, t, a_t, a_prev, c, c_neg, config)
+    with torch.no_grad(), record_cross_attention(sd.unet) as maps_c:
+        sd.unet(x_ref, t, c)
+    assert maps_ref.keys() == maps_c.keys()
+    for name in maps_c:
+        torch.testing.assert_close(maps_ref[name], maps_c[name], atol=1e-6, rtol=0)  # the c rows, not c_neg's
+
+    x_grad = x.clone().requires_grad_(True)
+    with record_cross_attention(sd.unet) as maps:
+        sd.unet(x_grad, t, c_edit)
+    loss = sum(((maps[k] - maps_ref[k]) ** 2).sum(dim=(-2, -1)).mean() for k in maps)
+    (grad,) = torch.autograd.grad(loss, x_grad)
+    x1 = x - 0.1 * grad
+    with torch.no_grad():
+        u_neg, u_c = sd.unet(x1, t, c_neg), sd.unet(x1, t, c_edit)
+    eps = u_neg + 5.0 * (u_c - u_neg)
+    expected = a_prev**0.5 * (x1 - (1 - a_t) ** 0.5 * eps) / a_t**0.5 + (1 - a_prev) ** 0.5 * eps
+
+    got = edit_step(sd, x, t, a_t, a_prev, c_edit, c_neg, maps_ref, config)
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=0)
+    assert (got - edit_step(sd, x, t, a_t, a_prev, c_edit, c_neg, maps_ref, EditConfig(lambda_xa=0.0))).abs().max() > 1e-3

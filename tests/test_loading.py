@@ -254,3 +254,18 @@ def test_loading_never_modifies_the_checkpoint(single_file, diffusers_folder, le
         load_sd(p, dtype=torch.bfloat16)
     assert [snapshot(p) for p in paths] == before
     assert sorted(os.listdir(single_file.parent)) == listing  # no caches or lock files written beside them
+
+
+def test_fingerprint_changes_when_one_tensor_in_the_middle_changes(tmp_path):
+    """A merge or fine-tune that touches a few tensors must not keep the base file's identity."""
+    from safetensors.torch import save_file
+
+    from pix2pix_zero.checkpoint import SafetensorsFile
+    tensors = {f"layer{i:02d}.weight": torch.randn(256, 256, generator=torch.Generator().manual_seed(i))
+               for i in range(20)}
+    save_file(tensors, tmp_path / "base.safetensors")
+    tensors["layer10.weight"] = tensors["layer10.weight"] + 1e-3
+    save_file(tensors, tmp_path / "merged.safetensors")
+    save_file(dict(tensors), tmp_path / "copy.safetensors")
+    base, merged, copy = (SafetensorsFile(tmp_path / f"{n}.safetensors").fingerprint() for n in ("base", "merged", "copy"))
+    assert base != merged and merged == copy
