@@ -55,3 +55,10 @@ def test_edit_direction_is_target_mean_minus_source_mean_and_is_cached(sd, tmp_p
     # another sentence set is another cache entry
     cached_mean_embedding(sd, "dog", ["a dog"], tmp_path / "cache")
     assert len(list((tmp_path / "cache").glob("*.safetensors"))) == 3
+
+
+def test_cache_entries_belong_to_one_text_encoder(sd, tmp_path):
+    from dataclasses import replace
+    cached_mean_embedding(sd, "cat", ["a cat"], tmp_path)
+    cached_mean_embedding(replace(sd, text_identity="another-text-encoder"), "cat", ["a cat"], tmp_path)
+    assert len(list(tmp_path.glob("cat-*.safetensors"))) == 2
