@@ -8,10 +8,9 @@ editing, and peak RSS of the whole run. Ours runs in the `diffusers` setting (th
 and in the `paper` setting. Random weights make the pictures meaningless; the cost is the real one.
 """
 import argparse
-import json
-import subprocess
-import sys
 from pathlib import Path
+
+from common import full_size_checkpoints, run_child
 
 CHILD = r"""
 import json, sys, time, numpy as np, torch
@@ -65,14 +64,6 @@ print(json.dumps({"invert": t1 - t0, "edit": t2 - t1, "peak": peak()}))
 """
 
 
-def measure(which: str, a, folder: Path, single: Path) -> dict:
-    out = subprocess.run([sys.executable, "-c", CHILD, which, str(folder), str(single), str(a.size), str(a.steps),
-                          a.device], capture_output=True, text=True, env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"})
-    if out.returncode:
-        raise SystemExit(f"{which} failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--dir", type=Path, default=Path("/tmp/p2p0_bench"))
@@ -80,14 +71,8 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=3, help="DDIM steps (the paper uses 50-100)")
     p.add_argument("--device", default="cpu")
     a = p.parse_args()
-    import torch
-    from pix2pix_zero.tiny import make_checkpoint
-    single, folder = a.dir / "sd15_fp16.safetensors", a.dir / "sd15_fp16_diffusers"
-    if not single.exists():
-        make_checkpoint(single, "single", full_size=True, dtype=torch.float16)
-    if not folder.exists():
-        make_checkpoint(folder, "diffusers", full_size=True, dtype=torch.float16)
-    rows = {name: measure(which, a, folder, single) for name, which in
+    single, folder = full_size_checkpoints(a.dir)
+    rows = {name: run_child(CHILD, which, folder, single, a.size, a.steps, a.device) for name, which in
             (("diffusers pipeline", "reference"), ("ours, diffusers setting", "diffusers"), ("ours, paper setting", "paper"))}
     ref = rows["diffusers pipeline"]
     print(f"SD 1.5 shapes, fp32, {a.device}, {a.size}x{a.size}, {a.steps} steps (invert + edit one target)")

@@ -8,10 +8,9 @@ multiple of the fp32 parameter bytes. The reference is diffusers' from_pretraine
 transformers' CLIPTextModel.from_pretrained on the same diffusers folder, in the same run.
 """
 import argparse
-import json
-import subprocess
-import sys
 from pathlib import Path
+
+from common import full_size_checkpoints, run_child
 
 CHILD = r"""
 import json, sys, time, torch
@@ -42,31 +41,17 @@ print(json.dumps({"seconds": seconds, "peak_delta": rss("VmHWM") - before, "fp32
 """
 
 
-def measure(which: str, path: Path) -> dict:
-    out = subprocess.run([sys.executable, "-c", CHILD, which, str(path)], capture_output=True, text=True,
-                         env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"})
-    if out.returncode:
-        raise SystemExit(f"{which} failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--dir", type=Path, default=Path("/tmp/p2p0_bench"))
     p.add_argument("--repeats", type=int, default=2)
     a = p.parse_args()
-    single, folder = a.dir / "sd15_fp16.safetensors", a.dir / "sd15_fp16_diffusers"
-    from pix2pix_zero.tiny import make_checkpoint
-    import torch
-    if not single.exists():
-        make_checkpoint(single, "single", full_size=True, dtype=torch.float16)
-    if not folder.exists():
-        make_checkpoint(folder, "diffusers", full_size=True, dtype=torch.float16)
+    single, folder = full_size_checkpoints(a.dir)
     rows = {}
     for r in range(a.repeats):
         for which, path in (("ours single file", single), ("ours diffusers folder", folder),
                             ("diffusers from_pretrained", folder)):
-            m = measure(which if not which.startswith("diffusers") else "diffusers", path)
+            m = run_child(CHILD, which if not which.startswith("diffusers") else "diffusers", path)
             best = rows.get(which)
             rows[which] = m if best is None else {k: min(best[k], m[k]) if k != "fp32_bytes" else m[k] for k in m}
     ref = rows["diffusers from_pretrained"]

@@ -21,9 +21,11 @@ DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF1
 
 PICKLE_HELP = (
     "pix2pix_zero reads safetensors only and never unpickles files. Convert it once (from a source you trust) with:\n"
-    "  python -c \"import sys, torch, safetensors.torch as st; sd = torch.load(sys.argv[1], map_location='cpu', "
-    "weights_only=True); sd = sd.get('state_dict', sd); st.save_file({k: v.contiguous() for k, v in sd.items() "
-    "if torch.is_tensor(v)}, sys.argv[2])\" model.ckpt model.safetensors\n"
+    "  python -c \"import sys, torch, safetensors.torch as st; "
+    "sd = torch.load(sys.argv[1], map_location='cpu', weights_only=True); "
+    "sd = sd.get('state_dict', sd); "
+    "st.save_file({k: v.contiguous() for k, v in sd.items() if torch.is_tensor(v)}, sys.argv[2])\" "
+    "model.ckpt model.safetensors\n"
     "or download the .safetensors version of the model.")
 
 

@@ -26,17 +26,24 @@ def attention_loss(maps: dict[str, torch.Tensor], maps_ref: dict[str, torch.Tens
     return sum(((M - maps_ref[name]) ** 2).sum(dim=(-2, -1)).mean() for name, M in maps.items())
 
 
-def guided_output(sd: StableDiffusion, x_t: torch.Tensor, t: int, c: torch.Tensor, c_neg: torch.Tensor,
-                  w: float) -> torch.Tensor:
+def cfg_output(sd: StableDiffusion, x_pair: torch.Tensor, t: int, c: torch.Tensor, c_neg: torch.Tensor,
+               w: float) -> torch.Tensor:
     """Classifier-free guidance on the UNet output: out(c_neg) + w (out(c) - out(c_neg)) (arXiv:2207.12598).
 
-    One batched UNet call on [x_t; x_t] with [c_neg; c]; a single call on c when w = 1 or c_neg equals c,
-    where guidance changes nothing. The guidance is linear, so combining outputs or eps is the same here.
+    One batched UNet call on x_pair = [x for c_neg; x for c] (2B rows) with [c_neg; c]. The guidance is
+    linear, so combining outputs or eps is the same here.
     """
+    out_neg, out_c = sd.unet(x_pair, t, torch.cat([c_neg, c])).chunk(2)
+    return out_neg + w * (out_c - out_neg)
+
+
+def guided_output(sd: StableDiffusion, x_t: torch.Tensor, t: int, c: torch.Tensor, c_neg: torch.Tensor,
+                  w: float) -> torch.Tensor:
+    """`cfg_output` at one shared latent; a single call on c when w = 1 or c_neg equals c, where guidance
+    changes nothing."""
     if w == 1 or torch.equal(c_neg, c):
         return sd.unet(x_t, t, c)
-    out_neg, out_c = sd.unet(torch.cat([x_t, x_t]), t, torch.cat([c_neg, c])).chunk(2)
-    return out_neg + w * (out_c - out_neg)
+    return cfg_output(sd, torch.cat([x_t, x_t]), t, c, c_neg, w)
 
 
 @torch.no_grad()
@@ -47,9 +54,8 @@ def reference_step(sd: StableDiffusion, x_t, t, alpha_bar_t, alpha_bar_prev, c, 
     [c_neg rows; c rows], from one batched call, as its pipeline records them.
     """
     with record_cross_attention(sd.unet) as maps:
-        if config.setting == "diffusers":
-            out_neg, out_c = sd.unet(torch.cat([x_t, x_t]), t, torch.cat([c_neg, c])).chunk(2)
-            out = out_neg + config.guidance_scale * (out_c - out_neg)
+        if config.setting == "diffusers":  # always the batched call, whose maps hold both halves
+            out = cfg_output(sd, torch.cat([x_t, x_t]), t, c, c_neg, config.guidance_scale)
         else:
             out = guided_output(sd, x_t, t, c, c_neg, config.guidance_scale)
     if config.setting == "diffusers":
@@ -93,8 +99,7 @@ def edit_step(sd: StableDiffusion, x_t, t, alpha_bar_t, alpha_bar_prev, c_edit, 
         return ddim_step(out, x_t, alpha_bar_t, alpha_bar_prev, sd.prediction_type)
     x_in = xa_guidance(sd, torch.cat([x_t, x_t]), t, torch.cat([c_neg, c_edit]), maps_ref, config.lambda_xa)
     with record_cross_attention(sd.unet):
-        out_neg, out_c = sd.unet(x_in, t, torch.cat([c_neg, c_edit])).chunk(2)
-    out = out_neg + config.guidance_scale * (out_c - out_neg)
+        out = cfg_output(sd, x_in, t, c_edit, c_neg, config.guidance_scale)
     # NOTE(official): diffusers continues from the unconditional half of the guided pair.
     x_t = x_in.chunk(2)[0]
     return ddim_step(out, x_t, alpha_bar_t, alpha_bar_prev, sd.prediction_type)

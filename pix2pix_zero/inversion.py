@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from .config import EditConfig
@@ -85,9 +85,9 @@ class Inversion:
     def load(path: str | os.PathLike) -> "Inversion":
         path = Path(path)
         try:
-            tensors = load_file(path)
             with safe_open(path, "pt") as f:
                 meta = f.metadata() or {}
+                tensors = {key: f.get_tensor(key) for key in f.keys()}
         except (FileNotFoundError, SafetensorError, OSError) as e:
             raise ValueError(f"{path}: not a readable inversion file ({e})") from None
         if meta.get("format") != "pix2pix_zero.inversion/1" or {"x_inv", "x0"} - set(tensors) or \
