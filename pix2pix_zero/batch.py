@@ -167,18 +167,16 @@ def run(sd: StableDiffusion, job: Job, config: EditConfig, out_dir: str | os.Pat
     for p in outputs:
         if p.resolve() in protected:
             raise ValueError(f"{p}: an output would overwrite an input; choose another --out")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-
+    # Everything is computed before anything is written: an image that fails (e.g. NaN at some step) leaves no
+    # file under a final name, so a later run redoes it.
     c, c_neg = sd.encode_text([src.caption]), sd.encode_text([negative])
-    x_inv, image = src.x_inv, src.image
+    x_inv, image, inversion = src.x_inv, src.image, None
     if invert_now:
         posterior = "sample" if config.setting == "diffusers" else config.posterior
         x0 = encode_image(sd, image, posterior, generator)
         x_inv = invert(sd, x0, c, config, generator, progress)
         settings = config.to_dict() | {"prediction_type": sd.prediction_type}
-        written.append(Inversion(x_inv, x0, src.caption, sd.identity, settings)
-                       .save(out_dir / f"{src.stem}-inversion.safetensors"))
+        inversion = Inversion(x_inv, x0, src.caption, sd.identity, settings)
     elif not src.real:
         x_inv = initial_noise((1, 4, *src.latent_hw), generator, c.device, c.dtype)
 
@@ -194,11 +192,16 @@ def run(sd: StableDiffusion, job: Job, config: EditConfig, out_dir: str | os.Pat
     reconstruction = decode_latents(sd, x_ref)
     if image is None:  # synthetic: the reference trajectory is the generated image
         image = reconstruction
+    edits = [tensor_to_pil(decode_latents(sd, x_edit)) for x_edit in x_edits]
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    if inversion is not None:
+        written.append(inversion.save(out_dir / f"{src.stem}-inversion.safetensors"))
     written.append(save_png(tensor_to_pil(reconstruction), out_dir / f"{src.stem}-reconstruction.png"))
     if heat is not None:
         written.append(save_png(heat.overlay(image), out_dir / f"{src.stem}-attention-{safe_name(job.source)}.png"))
-    for (target, _), x_edit in zip(todo, x_edits):
-        edited = tensor_to_pil(decode_latents(sd, x_edit))
+    for (target, _), edited in zip(todo, edits):
         triptych = side_by_side([tensor_to_pil(image), tensor_to_pil(reconstruction), edited])
         written.append(save_png(triptych, out_dir / f"{bases[target]}-side_by_side.png"))
         written.append(save_png(edited, out_dir / f"{bases[target]}.png"))

@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 from .attention import record_cross_attention
 from .config import EditConfig
 from .ddim import alphas_cumprod, ddim_step, sampling_schedule
+from .finite import check_finite
 from .sd import StableDiffusion
 
 
@@ -121,13 +122,16 @@ def edit(sd: StableDiffusion, x_inv: torch.Tensor, c: torch.Tensor, delta_cs: li
     x_ref, x_edits = x_inv, [x_inv] * len(delta_cs)
     # alpha_bar stays float32 (0-dim tensors do not change the latents' dtype): in fp16/bf16, 1 - alpha_bar
     # near alpha_bar = 1 would lose most of its digits.
-    for t, a_t, a_prev in tqdm(sampling_schedule(config.num_steps, alphas_cumprod()), desc="editing",
-                               disable=not progress, leave=False):
+    schedule = sampling_schedule(config.num_steps, alphas_cumprod())
+    for j, (t, a_t, a_prev) in enumerate(tqdm(schedule, desc="editing", disable=not progress, leave=False)):
+        where = f"editing step {j + 1}/{len(schedule)} (t={t})"
         x_next, maps_ref = reference_step(sd, x_ref, t, a_t, a_prev, c, c_neg, config)
+        check_finite(x_next, "the reference latent", where)
         if on_reference is not None:
             on_reference(t, maps_ref)
-        x_edits = [edit_step(sd, x, t, a_t, a_prev, c_edit, c_neg, maps_ref, config)
-                   for x, c_edit in zip(x_edits, c_edits)]
+        x_edits = [check_finite(edit_step(sd, x, t, a_t, a_prev, c_edit, c_neg, maps_ref, config),
+                                f"the latent of edit {k + 1}", where)
+                   for k, (x, c_edit) in enumerate(zip(x_edits, c_edits))]
         x_ref = x_next
     return x_ref, x_edits
 
@@ -135,7 +139,7 @@ def edit(sd: StableDiffusion, x_inv: torch.Tensor, c: torch.Tensor, delta_cs: li
 @torch.no_grad()
 def decode_latents(sd: StableDiffusion, x0: torch.Tensor) -> torch.Tensor:
     """Latents x0 -> images (B, 3, H, W) in [-1, 1] (roughly): D(x0 / LATENT_SCALE)."""
-    return sd.vae.decode(x0 / sd.latent_scale)
+    return check_finite(sd.vae.decode(x0 / sd.latent_scale), "the decoded image", "VAE decoding")
 
 
 def initial_noise(shape: tuple[int, ...], generator: torch.Generator, device, dtype) -> torch.Tensor:

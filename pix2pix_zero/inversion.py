@@ -16,6 +16,7 @@ from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from .config import EditConfig
+from .finite import check_finite
 from .ddim import alphas_cumprod, eps_from_output, ddim_inverse_step, inversion_schedule
 from .noise_reg import regularize_eps
 from .sd import StableDiffusion
@@ -27,7 +28,7 @@ def encode_image(sd: StableDiffusion, image: torch.Tensor, posterior: str = "mea
     """Image (B, 3, H, W) in [-1, 1] -> x0 = LATENT_SCALE * z, z the posterior mean or a seeded sample."""
     mean, logvar = sd.vae.encode(image.to(sd.unet.conv_in.weight))
     z = mean if posterior == "mean" else sample_posterior(mean, logvar, generator)
-    return sd.latent_scale * z
+    return check_finite(sd.latent_scale * z, "the encoded image x0", "VAE encoding")
 
 
 @torch.no_grad()
@@ -46,10 +47,12 @@ def invert(sd: StableDiffusion, x0: torch.Tensor, c: torch.Tensor, config: EditC
     x = x0
     reg = dict(num_reg_steps=config.num_reg_steps, num_ac_rolls=config.num_ac_rolls, setting=config.setting)
     v = sd.prediction_type == "v_prediction"
-    for t, alpha_bar_t, alpha_bar_prev in tqdm(inversion_schedule(config.num_steps, alphas_cumprod()),
-                                               desc="inversion", disable=not progress, leave=False):
+    schedule = inversion_schedule(config.num_steps, alphas_cumprod())
+    for j, (t, alpha_bar_t, alpha_bar_prev) in enumerate(tqdm(schedule, desc="inversion", disable=not progress,
+                                                              leave=False)):
+        where = f"inversion step {j + 1}/{len(schedule)} (t={t})"
         out = sd.unet(x, t, c)
-        eps = eps_from_output(out, x, alpha_bar_t, sd.prediction_type)
+        eps = check_finite(eps_from_output(out, x, alpha_bar_t, sd.prediction_type), "eps", where)
         scale = float(alpha_bar_t) if v and config.setting == "diffusers" else 1.0
         eps_reg = regularize_eps(eps.float(), generator, config.lambda_ac * scale, config.lambda_kl * scale,
                                  **reg).to(eps.dtype)
@@ -58,6 +61,7 @@ def invert(sd: StableDiffusion, x0: torch.Tensor, c: torch.Tensor, config: EditC
             x = ddim_inverse_step(out, x, alpha_bar_t, alpha_bar_prev, sd.prediction_type)
         else:
             x = ddim_inverse_step(eps_reg, x, alpha_bar_t, alpha_bar_prev, "epsilon")
+        check_finite(x, "the latent", where)
     return x
 
 

@@ -6,6 +6,8 @@ few gradient steps on eps at every inversion step. Acts on eps of shape (B, C, h
 the caller converts v to eps first. Two settings: "paper" (this file's top half; per sample) and "diffusers"
 (the bottom half: diffusers 0.42.1 `StableDiffusionPix2PixZeroPipeline`, draw for draw).
 """
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 
@@ -60,26 +62,36 @@ def pair_loss_exact(eps: torch.Tensor) -> torch.Tensor:
     return loss
 
 
-def pair_loss(eps: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Random-shift estimator of L_pair used in the procedure, (B, C, h, w) -> (B,); sides must be >= 3.
+def random_shifts(eps: torch.Tensor, generator: torch.Generator) -> list[list[torch.Tensor]]:
+    """The shifts of one `pair_loss` estimate: for each pyramid level of eps, for each axis (h then w), C shifts
+    delta ~ U{1, ..., K_p}, K_p = ceil(S_p/2) - 1 (the shifts in [1, S_p/2)), one torch.randint per axis.
 
-    At each level p and for each channel it draws one shift per axis, delta ~ U{1, ..., K_p}, K_p = ceil(S_p/2)-1
-    (the shifts in [1, S_p/2)), the same for every sample, and sums rho(delta)^2. By the symmetry of rho, for
-    each level, channel and axis:
+    Nothing depends on B, so a sample's draws are the same alone or in a batch. Sides must be >= 3.
+    """
+    shifts = []
+    for eta in noise_pyramid(eps):
+        shifts.append([torch.randint(1, (eta.shape[dim] + 1) // 2, (eta.shape[1],), generator=generator,
+                                     device=generator.device) for dim in (-2, -1)])
+    # NOTE(official): the authors' code draws randrange(S_p // 2), shift 0 included, in the version of
+    # ddim_inv.py from Feb 2023 (and so does diffusers); their Sep 2024 change draws randrange(1, S_p // 2).
+    # rho(0)^2 is the squared second moment: it pulls the variance to 0, against L_KL. We never draw 0.
+    return shifts
+
+
+def pair_loss(eps: torch.Tensor, shifts: list[list[torch.Tensor]]) -> torch.Tensor:
+    """Random-shift estimate of L_pair used in the procedure, (B, C, h, w) -> (B,), at `random_shifts`.
+
+    Sums rho(delta)^2 over levels, axes and channels at the drawn shifts. By the symmetry of rho, for each
+    level, channel and axis:
         sum_{delta=1}^{S_p-1} rho(delta)^2 = 2 K_p E[rho(delta)^2] + [S_p even] rho(S_p/2)^2,
-    i.e. pair_loss_exact = sum_p (2 K_p E[term_p] + Nyquist term_p) / (h_p w_p). Draw order: for each level, for each axis
-    (h then w), one torch.randint of C shifts from `generator`; nothing depends on B, so a sample's draws are
-    the same alone or in a batch.
+    i.e. pair_loss_exact = sum_p (2 K_p E[term_p] + Nyquist term_p) / (h_p w_p). Not divided by the map size:
+    this is the authors' scale.
     """
     loss = eps.new_zeros(eps.shape[0])
-    for eta in noise_pyramid(eps):
-        for dim in (-2, -1):
-            K = (eta.shape[dim] + 1) // 2 - 1
-            delta = torch.randint(1, K + 1, (eta.shape[1],), generator=generator, device=generator.device)
+    for eta, level_shifts in zip(noise_pyramid(eps), shifts):
+        for dim, delta in zip((-2, -1), level_shifts):
             for c in range(eta.shape[1]):
                 loss = loss + autocorrelation(eta[:, c], int(delta[c]), dim).pow(2)
-    # NOTE(official): the authors draw randrange(S_p // 2), which includes delta = 0, where rho(0)^2 is the
-    # squared second moment: it pulls the variance to 0, against L_KL. We never draw 0.
     return loss
 
 
@@ -93,6 +105,34 @@ def kl_loss(eps: torch.Tensor) -> torch.Tensor:
     return var + mean**2 - 1 - torch.log(var + 1e-7)
 
 
+def descend(loss_fn: Callable[[torch.Tensor], torch.Tensor], eps: torch.Tensor, step: float) -> torch.Tensor:
+    """One gradient step eps - s_b * grad L_b(eps) on a per-sample loss (B,) that cannot raise the loss.
+
+    s_b starts at `step` and is halved while the step would raise sample b's loss or make it non-finite
+    (backtracking line search with the simple decrease condition; Nocedal & Wright, Numerical Optimization,
+    2nd ed., Algorithm 3.1). Where the plain gradient step already lowers the loss it is taken unchanged, so
+    this is the paper's update wherever that update descends. A sample whose loss or gradient is not finite,
+    or for which no step of `MAX_HALVINGS` halvings lowers the loss, is left as it is.
+    """
+    eps = eps.detach().requires_grad_(True)
+    loss = loss_fn(eps)  # (B,)
+    (grad,) = torch.autograd.grad(loss.sum(), eps)
+    with torch.no_grad():
+        finite = torch.isfinite(loss) & torch.isfinite(grad).flatten(1).all(dim=1)  # (B,)
+        grad = torch.where(finite.view(-1, 1, 1, 1), grad, 0.0)
+        s = torch.full_like(loss, step)
+        for _ in range(MAX_HALVINGS + 1):
+            trial = eps - s.view(-1, 1, 1, 1) * grad
+            keep = (loss_fn(trial) <= loss) | ~finite  # False where the trial loss is NaN
+            if keep.all():
+                return trial.detach()
+            s = torch.where(keep, s, s / 2)
+        return (eps - torch.where(keep, s, 0.0).view(-1, 1, 1, 1) * grad).detach()
+
+
+MAX_HALVINGS = 64  # 2^-64 ~ 5e-20: enough for any map whose loss is finite in float32
+
+
 def regularize_eps(eps: torch.Tensor, generator: torch.Generator, lambda_ac: float = 20.0,
                    lambda_kl: float = 20.0, num_reg_steps: int = 5, num_ac_rolls: int = 5,
                    setting: str = "paper") -> torch.Tensor:
@@ -102,28 +142,39 @@ def regularize_eps(eps: torch.Tensor, generator: torch.Generator, lambda_ac: flo
         repeat num_ac_rolls times: eps <- eps - lambda_ac * grad L_pair(eps) / num_ac_rolls  (fresh shifts each)
         eps <- eps - lambda_kl * grad L_KL(eps)
     A term with lambda 0 is skipped and draws nothing. Defaults are the authors' (lambda_ac = lambda_kl = 20,
-    5 x 5). "paper" sums the per-sample losses, so each sample moves as it would alone; "diffusers" uses
-    diffusers' batch-pooled losses below. Works inside torch.no_grad() and torch.inference_mode().
+    5 x 5). "paper" sums the per-sample losses, so each sample moves as it would alone, and takes every step
+    with `descend`: L_pair is quartic in eps, so a fixed step overshoots, and diverges, once eps is
+    correlated or large enough (the x2 pyramid makes level p weigh 16^p more than in the authors' code, for
+    which lambda_ac = 20 was tuned); there each step is shortened until it lowers its loss.
+    "diffusers" uses diffusers' batch-pooled losses below and its plain steps. Works inside torch.no_grad()
+    and torch.inference_mode().
     """
-    L_pair, L_KL = {"paper": (pair_loss, kl_loss),
-                    "diffusers": (pair_loss_diffusers, kl_loss_diffusers)}[setting]
-
-    def grad(loss_fn, eps):
-        eps = eps.detach().requires_grad_(True)
-        return torch.autograd.grad(loss_fn(eps).sum(), eps)[0]
-
+    assert setting in SETTINGS, setting
     with torch.inference_mode(False), torch.enable_grad():
         eps = eps.clone()  # a normal tensor even when the caller's is an inference tensor
         for _ in range(num_reg_steps):
             if lambda_ac > 0:
                 for _ in range(num_ac_rolls):
-                    eps = eps - lambda_ac * grad(lambda e: L_pair(e, generator), eps) / num_ac_rolls
+                    if setting == "paper":
+                        shifts = random_shifts(eps, generator)
+                        eps = descend(lambda e: pair_loss(e, shifts), eps, lambda_ac / num_ac_rolls)
+                    else:
+                        eps = plain_step(lambda e: pair_loss_diffusers(e, generator), eps, lambda_ac / num_ac_rolls)
             if lambda_kl > 0:
-                eps = eps - lambda_kl * grad(L_KL, eps)
+                if setting == "paper":
+                    eps = descend(kl_loss, eps, lambda_kl)
+                else:
+                    eps = plain_step(kl_loss_diffusers, eps, lambda_kl)
     return eps.detach()
 
 
 # --- "diffusers" setting: diffusers 0.42.1 `auto_corr_loss` and `kl_divergence`, the authors' code batched ---
+
+def plain_step(loss_fn: Callable[[torch.Tensor], torch.Tensor], eps: torch.Tensor, step: float) -> torch.Tensor:
+    """eps - step * grad loss(eps) for a scalar loss, as diffusers steps (it can overshoot)."""
+    eps = eps.detach().requires_grad_(True)
+    return (eps - step * torch.autograd.grad(loss_fn(eps), eps)[0]).detach()
+
 
 def pair_loss_diffusers(eps: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """diffusers' `auto_corr_loss`, a scalar for the whole batch.
@@ -131,7 +182,7 @@ def pair_loss_diffusers(eps: torch.Tensor, generator: torch.Generator) -> torch.
     Draw order, to match it: for sample i, for channel j, for level p (its pyramid rule above), one
     torch.randint(S_p // 2, (1,)) with S_p the level's height; the same delta serves both axes.
     """
-    # NOTE(official): delta is in [0, S_p/2), 0 included (see pair_loss); the width's shift range follows
+    # NOTE(official): delta is in [0, S_p/2), 0 included (see random_shifts); the width's shift range follows
     # the height. Each (sample, channel) pair draws in turn, so a sample's shifts depend on its batch index.
     loss = eps.new_zeros(())
     for i in range(eps.shape[0]):

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -107,3 +108,26 @@ def test_offline_with_no_weights_says_what_to_place_where(tmp_path, photo):
     r = cli("--input", photo, "--prompt", "x", "--task", "cat2dog", "--weights-dir", tmp_path / "empty", cwd=tmp_path)
     assert r.returncode == 2
     assert "CompVis/stable-diffusion-v1-4" in r.stderr and "--weights" in r.stderr and "empty" in r.stderr
+
+
+@pytest.mark.parametrize("family", ["sd1", "sd2"])
+def test_default_edit_at_512_px_is_finite_and_not_flat_for_several_seeds(tmp_path, family):
+    """The README's command with every default but --steps (the paper setting, lambda_ac = lambda_kl = 20,
+    5 x 5 regularizer steps, 512 px) on random checkpoints of several seeds. Before the regularizer's steps
+    were made unable to overshoot, these inversions were all NaN and the edits black (and the run exited 0)."""
+    from safetensors.torch import load_file
+
+    from pix2pix_zero.tiny import make_checkpoint
+    y, x = np.mgrid[0:384, 0:512] / 512  # a smooth picture, as photographs mostly are
+    Image.fromarray((np.stack([x, y, 0.5 + 0.5 * np.sin(6 * x) * np.cos(4 * y)], -1) * 255).astype(np.uint8)).save(
+        tmp_path / "smooth.png")
+    for seed in (0, 1, 2):
+        weights = make_checkpoint(tmp_path / f"{family}-{seed}", "diffusers", seed=seed, family=family)
+        out = tmp_path / f"out-{seed}"
+        r = cli("--input", tmp_path / "smooth.png", "--prompt", "a photo of a cat", "--task", "cat2dog",
+                "--weights", weights, "--out", out, "--steps", "2", "--quiet", cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+        inversion = load_file(out / "smooth-inversion.safetensors")
+        assert torch.isfinite(inversion["x_inv"]).all() and inversion["x_inv"].shape == (1, 4, 48, 64)
+        edited = np.asarray(Image.open(out / "smooth-cat2dog.png"), dtype=np.float32)
+        assert edited.shape == (384, 512, 3) and edited.std() > 1.0

@@ -1,13 +1,15 @@
 """Tests for pix2pix_zero.noise_reg: hand-computed values, finite differences, the estimator's expectation,
 properties of the procedure, and parity of the "diffusers" setting with diffusers' pix2pix-zero pipeline."""
+from functools import partial
+
 import pytest
 import torch
 import torch.nn.functional as F
 from diffusers import (AutoencoderKL, DDIMInverseScheduler, DDIMScheduler, StableDiffusionPix2PixZeroPipeline,
                        UNet2DConditionModel)
 
-from pix2pix_zero.noise_reg import (autocorrelation, kl_loss, kl_loss_diffusers, noise_pyramid, pair_loss,
-                                    pair_loss_diffusers, pair_loss_exact, regularize_eps)
+from pix2pix_zero.noise_reg import (autocorrelation, descend, kl_loss, kl_loss_diffusers, noise_pyramid, pair_loss,
+                                    pair_loss_diffusers, pair_loss_exact, random_shifts, regularize_eps)
 
 
 def gen(seed=0):
@@ -73,7 +75,7 @@ def test_pair_loss_exact_and_gradient_hand_values():
 
 @pytest.mark.parametrize("loss_fn", [
     pair_loss_exact, kl_loss, kl_loss_diffusers,
-    lambda e: pair_loss(e, gen(1)), lambda e: pair_loss_diffusers(e, gen(1)),
+    lambda e: pair_loss(e, random_shifts(e, gen(1))), lambda e: pair_loss_diffusers(e, gen(1)),
 ], ids=["pair_exact", "kl", "kl_diffusers", "pair", "pair_diffusers"])
 def test_gradients_match_finite_differences(loss_fn):
     eps = box_blurred(randn(1, 2, 16, 16, dtype=torch.float64)).requires_grad_(True)  # two levels: 16, 8
@@ -86,7 +88,7 @@ def test_estimator_draws_shifts_in_1_to_half_side_exclusive():
     rho_w = {d: autocorrelation(eps, d, -1).item() ** 2 for d in range(8)}
     allowed = {round(rho_h[a] + rho_w[b], 12) for a in (1, 2, 3) for b in (1, 2, 3)}
     g = gen(2)
-    seen = {round(pair_loss(eps, g).item(), 12) for _ in range(400)}
+    seen = {round(pair_loss(eps, random_shifts(eps, g)).item(), 12) for _ in range(400)}
     assert seen == allowed  # every pair drawn, never 0 or S/2 = 4
 
 
@@ -101,7 +103,7 @@ def test_estimator_mean_relates_to_exact_sum(side):
     expectation = sum(rho2[delta, d] for delta in range(1, K + 1) for d in (-2, -1)) / K  # (B,)
     torch.testing.assert_close(pair_loss_exact(eps), (2 * K * expectation + nyquist) / side**2)  # the identity
     g = gen(3)
-    mean = torch.stack([pair_loss(eps, g) for _ in range(3000)]).mean(0)
+    mean = torch.stack([pair_loss(eps, random_shifts(eps, g)) for _ in range(3000)]).mean(0)
     torch.testing.assert_close(mean, expectation, rtol=0.05, atol=0)  # ... and the estimator is unbiased for E
 
 
@@ -211,3 +213,69 @@ def test_diffusers_setting_matches_the_regularization_inside_pipeline_invert():
     assert (expected - eps).abs().max() > 0.1  # the regularization did something
     assert (out - expected).abs().max() < 1e-6
     assert torch.equal(g_ours.get_state(), g.get_state())
+
+
+# --- stability: steps that cannot overshoot (the paper setting) ---------------------------------------------------
+
+def correlated(scale, blur, seed=0, B=1, side=64):
+    """A map of standard deviation `scale`, circularly box-blurred `blur` times (0: white)."""
+    eps = randn(B, 4, side, side, seed=seed)
+    for _ in range(blur):
+        eps = box_blurred(eps)
+    return scale * eps / eps.std(dim=(1, 2, 3), keepdim=True)
+
+
+def plain_descent(loss_fn, eps, step):
+    eps = eps.detach().requires_grad_(True)
+    return (eps - step * torch.autograd.grad(loss_fn(eps).sum(), eps)[0]).detach()
+
+
+@pytest.mark.parametrize("loss_name", ["pair", "kl"])
+def test_descend_never_raises_its_loss_and_is_the_plain_step_where_that_descends(loss_name):
+    taken_plain = shortened = 0
+    step = {"pair": 20.0 / 5, "kl": 20.0}[loss_name]  # the authors' steps
+    for scale in (1e-3, 0.01, 1.0, 3.0, 10.0, 1e3):
+        for blur in (0, 1, 4):
+            eps = correlated(scale, blur, seed=blur, B=2, side=32)
+            loss_fn = kl_loss if loss_name == "kl" else partial(pair_loss, shifts=random_shifts(eps, gen(blur)))
+            out = descend(loss_fn, eps, step)
+            assert torch.isfinite(out).all() and (loss_fn(out) <= loss_fn(eps)).all()
+            plain = plain_descent(loss_fn, eps, step)
+            for b in range(2):  # per sample: the plain step where it does not raise the loss, else a shorter one
+                if loss_fn(plain)[b] <= loss_fn(eps)[b]:
+                    assert torch.equal(out[b], plain[b])
+                    taken_plain += 1
+                else:
+                    assert not torch.equal(out[b], plain[b])
+                    shortened += 1
+    assert taken_plain and shortened  # both cases occurred
+
+
+def test_descend_leaves_a_map_with_non_finite_loss_alone():
+    eps = torch.full((1, 1, 16, 16), 1e30)  # rho^2 overflows float32
+    shifts = random_shifts(eps, gen())
+    assert torch.equal(descend(partial(pair_loss, shifts=shifts), eps, 4.0), eps)
+
+
+@pytest.mark.parametrize("scale", [1.0, 3.0, 10.0, 100.0, 1e4])
+@pytest.mark.parametrize("blur", [0, 1, 2, 4, 8])
+def test_regularizer_never_raises_pair_plus_kl_and_stays_finite(scale, blur):
+    """Maps of growing scale and correlation through the whole procedure (paper setting, authors' defaults).
+    With plain gradient steps the correlated ones diverge to inf/NaN (the black-edit bug)."""
+    eps = correlated(scale, blur, seed=blur)
+    out = regularize_eps(eps, gen(blur))
+    assert torch.isfinite(out).all()
+    assert (pair_loss_exact(out) + kl_loss(out) <= pair_loss_exact(eps) + kl_loss(eps)).all()
+
+
+def test_plain_steps_diverge_where_the_paper_setting_stays_finite():
+    """The failure this guards against: the authors' fixed steps on the paper's x2 pyramid blow up a smooth map
+    of unit variance (as a random UNet predicts on a smooth image)."""
+    eps = correlated(1.0, 8)
+    plain = eps
+    for _ in range(5):
+        for _ in range(5):
+            shifts = random_shifts(plain, gen())
+            plain = plain_descent(partial(pair_loss, shifts=shifts), plain, 20.0 / 5)
+    assert not torch.isfinite(plain).all() or plain.abs().max() > 1e6
+    assert torch.isfinite(regularize_eps(eps, gen())).all()

@@ -1,0 +1,79 @@
+"""The NaN guard: a non-finite eps, latent or image stops the image at the step where it appears, names the
+step and the fix, and leaves no output behind (so a later run redoes the image)."""
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from pix2pix_zero.batch import Job, run
+from pix2pix_zero.config import EditConfig
+from pix2pix_zero.editing import edit
+from pix2pix_zero.finite import NonFiniteError, check_finite
+from pix2pix_zero.inversion import invert
+
+
+class NaNAtCall(nn.Module):
+    """The UNet, except that its output at call number `at` (1-based) holds one NaN: a crafted eps."""
+
+    def __init__(self, unet, at: int):
+        super().__init__()
+        self.unet, self.at, self.calls = unet, at, 0
+
+    def forward(self, x, t, c):
+        self.calls += 1
+        out = self.unet(x, t, c)
+        if self.calls == self.at:
+            out = out.clone()
+            out[0, 0, 0, 0] = float("nan")
+        return out
+
+    def __getattr__(self, name):  # conv_in, parameters, ... of the wrapped UNet
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(self.unet, name)
+
+
+def test_check_finite_passes_finite_tensors_and_names_step_and_fix():
+    x = torch.ones(2, 3)
+    assert check_finite(x, "eps", "step 1") is x
+    x[1, 2] = float("inf")
+    with pytest.raises(NonFiniteError, match=r"inversion step 4/50 \(t=61\): eps has 1 NaN/inf values of 6"):
+        check_finite(x, "eps", "inversion step 4/50 (t=61)")
+    with pytest.raises(NonFiniteError, match="--dtype bf16"):
+        check_finite(x.half(), "eps", "step 1")
+
+
+def test_a_crafted_nan_eps_stops_inversion_at_its_step(sd):
+    x0 = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(0))
+    c = sd.encode_text(["a photo of a cat"])
+    bad = dataclasses.replace(sd, unet=NaNAtCall(sd.unet, at=2))
+    with pytest.raises(NonFiniteError, match=r"inversion step 2/3 \(t=\d+\): eps has 1 NaN"):
+        invert(bad, x0, c, EditConfig(num_steps=3), torch.Generator(), progress=False)
+
+
+def test_a_crafted_nan_stops_editing_at_its_step(sd):
+    x = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    c = sd.encode_text(["a photo of a cat"])
+    bad = dataclasses.replace(sd, unet=NaNAtCall(sd.unet, at=1))  # the reference's first prediction
+    with pytest.raises(NonFiniteError, match=r"editing step 1/2 \(t=\d+\): the reference latent"):
+        edit(bad, x, c, [torch.zeros_like(c)], c, EditConfig(num_steps=2), progress=False)
+
+
+def test_a_failed_image_writes_nothing_and_is_redone_by_the_next_run(sd, tmp_path):
+    photo = tmp_path / "cat.png"
+    Image.fromarray((np.random.default_rng(0).random((64, 64, 3)) * 255).astype(np.uint8)).save(photo)
+    job = Job("cat", ["dog"], prompt="a photo of a cat", size=64, cache_dir=str(tmp_path / "cache"))
+    config = EditConfig(num_steps=2, num_reg_steps=1, num_ac_rolls=1)
+    out = tmp_path / "out"
+    # UNet calls: inversion (2), then editing step 1: the reference (3), the edit's guidance (4) and its
+    # classifier-free-guided prediction (5), whose NaN reaches the edit's latent
+    bad = dataclasses.replace(sd, unet=NaNAtCall(sd.unet, at=5))
+    with pytest.raises(NonFiniteError, match="editing step 1/2 .*: the latent of edit 1"):
+        run(bad, job, config, out, image_path=photo, progress=False)
+    assert not out.exists() or not any(out.iterdir())  # not even the (finite) inversion
+    written = run(sd, job, config, out, image_path=photo, progress=False)
+    assert {p.name for p in written} >= {"cat-cat2dog.png", "cat-cat2dog.json", "cat-inversion.safetensors"}
