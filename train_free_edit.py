@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from pix2pix_zero.checkpoint import CheckpointError
+from pix2pix_zero.loading.checkpoint import CheckpointError
 
 COMMANDS = ("edit", "directions")
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -97,14 +97,14 @@ def concepts(a: argparse.Namespace, p: argparse.ArgumentParser) -> tuple[str, li
 
 
 def load_model(a: argparse.Namespace):
-    from pix2pix_zero.hub import resolve_weights
-    from pix2pix_zero.sd import load_sd
+    from pix2pix_zero.loading.hub import resolve_weights
+    from pix2pix_zero.loading.load import load_sd
     return load_sd(resolve_weights(a.weights, a.weights_dir), device=a.device, dtype=DTYPES[a.dtype],
                    prediction_type=a.prediction_type)
 
 
 def main_edit(argv: list[str]) -> int:
-    from pix2pix_zero.batch import Job, input_images, output_stems, run
+    from pix2pix_zero.tools.batch import Job, input_images, output_stems, run
     from pix2pix_zero.config import EditConfig
     p = edit_parser()
     a = p.parse_args(argv)

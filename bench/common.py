@@ -9,7 +9,7 @@ def full_size_checkpoints(folder: Path) -> tuple[Path, Path]:
     """(single file, diffusers folder) of seeded random SD 1.5-shaped fp16 weights, written once into `folder`."""
     import torch
 
-    from pix2pix_zero.tiny import make_checkpoint
+    from pix2pix_zero.loading.random_checkpoint import make_checkpoint
     single, diffusers = folder / "sd15_fp16.safetensors", folder / "sd15_fp16_diffusers"
     if not single.exists():
         make_checkpoint(single, "single", full_size=True, dtype=torch.float16)

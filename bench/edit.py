@@ -2,7 +2,7 @@
 
 python bench/edit.py [--dir /tmp/p2p0_bench] [--size 256] [--steps 3] [--device cpu]
 
-Full-size SD 1.5-shaped random weights (written once by pix2pix_zero.tiny, fp16, loaded at fp32), the same
+Full-size SD 1.5-shaped random weights (written once by pix2pix_zero.loading.random_checkpoint, fp16, loaded at fp32), the same
 image, caption and sentences on both sides, each side in a fresh process: wall time of inversion and of
 editing, and peak RSS of the whole run. Ours runs in the `diffusers` setting (the same work, step for step)
 and in the `paper` setting. Random weights make the pictures meaningless; the cost is the real one.
@@ -43,11 +43,11 @@ if which == "reference":
          output_type="latent", generator=torch.Generator().manual_seed(0))
     t2 = time.perf_counter()
 else:
-    from pix2pix_zero.sd import load_sd
+    from pix2pix_zero.loading.load import load_sd
     from pix2pix_zero.config import EditConfig
     from pix2pix_zero.inversion import encode_image, invert
     from pix2pix_zero.editing import edit
-    from pix2pix_zero.image import pil_to_tensor
+    from pix2pix_zero.tools.image import pil_to_tensor
     from pix2pix_zero.directions import mean_embedding
     sd = load_sd(single, device=device)
     config = EditConfig(setting=which, num_steps=steps)

@@ -22,7 +22,7 @@ which, path = sys.argv[1], sys.argv[2]
 if which.startswith("diffusers"):
     import diffusers, transformers
 else:
-    from pix2pix_zero.sd import load_sd
+    from pix2pix_zero.loading.load import load_sd
 open("/proc/self/clear_refs", "w").write("5")  # reset the peak-RSS counter (VmHWM)
 before = rss("VmRSS")
 t0 = time.perf_counter()

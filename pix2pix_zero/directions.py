@@ -13,7 +13,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .sd import StableDiffusion
+from .models.sd import StableDiffusion
 
 # {a}: the concept with its article ("a cat", "an owl"); {w}: the bare word.
 TEMPLATES = [

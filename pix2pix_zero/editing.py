@@ -12,11 +12,11 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
-from .attention import record_cross_attention
+from .models.attention import record_cross_attention
 from .config import EditConfig
-from .ddim import alphas_cumprod, ddim_step, sampling_schedule
+from .models.ddim import alphas_cumprod, ddim_step, sampling_schedule
 from .finite import check_finite
-from .sd import StableDiffusion
+from .models.sd import StableDiffusion
 
 
 def attention_loss(maps: dict[str, torch.Tensor], maps_ref: dict[str, torch.Tensor]) -> torch.Tensor:

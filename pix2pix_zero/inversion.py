@@ -17,10 +17,10 @@ from tqdm.auto import tqdm
 
 from .config import EditConfig
 from .finite import check_finite
-from .ddim import alphas_cumprod, eps_from_output, ddim_inverse_step, inversion_schedule
+from .models.ddim import alphas_cumprod, eps_from_output, ddim_inverse_step, inversion_schedule
 from .noise_reg import regularize_eps
-from .sd import StableDiffusion
-from .vae import sample_posterior
+from .models.sd import StableDiffusion
+from .models.vae import sample_posterior
 
 
 def encode_image(sd: StableDiffusion, image: torch.Tensor, posterior: str = "mean",

@@ -2,8 +2,8 @@
 folder, and a diffusers folder with the old VAE attention names. All three hold the same weights (seed 0)."""
 import pytest
 
-from pix2pix_zero.sd import load_sd
-from pix2pix_zero.tiny import make_checkpoint
+from pix2pix_zero.loading.load import load_sd
+from pix2pix_zero.loading.random_checkpoint import make_checkpoint
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,4 @@
-"""Tests for pix2pix_zero.attention: the recorded cross-attention maps are distributions of the right shape,
+"""Tests for pix2pix_zero.models.attention: the recorded cross-attention maps are distributions of the right shape,
 recording does not change the UNet's output, gradients reach the latents through the maps (checked against
 finite differences) but never the frozen weights, and the store is always detached."""
 import copy
@@ -6,7 +6,7 @@ import copy
 import pytest
 import torch
 
-from pix2pix_zero.attention import Attention, record_cross_attention
+from pix2pix_zero.models.attention import Attention, record_cross_attention
 
 T = torch.tensor([10, 900])
 

@@ -1,7 +1,7 @@
 """Running on files: output names, synthetic sizes."""
 from pathlib import Path
 
-from pix2pix_zero.batch import Job, load_source, output_stems, safe_name
+from pix2pix_zero.tools.batch import Job, load_source, output_stems, safe_name
 from pix2pix_zero.config import EditConfig
 
 

@@ -117,7 +117,7 @@ def test_default_edit_at_512_px_is_finite_and_not_flat_for_several_seeds(tmp_pat
     were made unable to overshoot, these inversions were all NaN and the edits black (and the run exited 0)."""
     from safetensors.torch import load_file
 
-    from pix2pix_zero.tiny import make_checkpoint
+    from pix2pix_zero.loading.random_checkpoint import make_checkpoint
     y, x = np.mgrid[0:384, 0:512] / 512  # a smooth picture, as photographs mostly are
     Image.fromarray((np.stack([x, y, 0.5 + 0.5 * np.sin(6 * x) * np.cos(4 * y)], -1) * 255).astype(np.uint8)).save(
         tmp_path / "smooth.png")

@@ -1,4 +1,4 @@
-"""Tests for pix2pix_zero.convert: the rule tables rename every one of our UNet and VAE keys to an original (ldm)
+"""Tests for pix2pix_zero.loading.convert: the rule tables rename every one of our UNet and VAE keys to an original (ldm)
 key and back, one to one, for the tiny and the full-size SD 1.5 models (built on the meta device: no memory);
 hand-known SD 1.5 name pairs; and diffusers' own ldm converter, fed our ldm names, produces exactly our keys."""
 import functools
@@ -7,10 +7,10 @@ import pytest
 import torch
 from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint, convert_ldm_vae_checkpoint
 
-from pix2pix_zero import convert
-from pix2pix_zero.tiny import diffusers_configs, models
-from pix2pix_zero.unet import UNet
-from pix2pix_zero.vae import AutoencoderKL
+from pix2pix_zero.loading import convert
+from pix2pix_zero.loading.random_checkpoint import diffusers_configs, models
+from pix2pix_zero.models.unet import UNet
+from pix2pix_zero.models.vae import AutoencoderKL
 
 SIZES = pytest.mark.parametrize("full_size", [False, True], ids=["tiny", "sd15"])
 

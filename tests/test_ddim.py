@@ -1,11 +1,11 @@
-"""Tests for pix2pix_zero.ddim: hand-computed values, identities, and parity with diffusers' DDIM schedulers."""
+"""Tests for pix2pix_zero.models.ddim: hand-computed values, identities, and parity with diffusers' DDIM schedulers."""
 import math
 
 import pytest
 import torch
 from diffusers import DDIMInverseScheduler, DDIMScheduler
 
-from pix2pix_zero.ddim import (alphas_cumprod, ddim_inverse_step, ddim_step, ddim_timesteps, eps_from_output,
+from pix2pix_zero.models.ddim import (alphas_cumprod, ddim_inverse_step, ddim_step, ddim_timesteps, eps_from_output,
                                inversion_schedule, sampling_schedule, v_from_eps_x0, x0_from_output)
 
 SD_SCHEDULER = dict(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, clip_sample=False,

@@ -2,9 +2,9 @@
 import pytest
 import torch
 
-from pix2pix_zero.attention import record_cross_attention
+from pix2pix_zero.models.attention import record_cross_attention
 from pix2pix_zero.config import EditConfig
-from pix2pix_zero.ddim import alphas_cumprod, sampling_schedule
+from pix2pix_zero.models.ddim import alphas_cumprod, sampling_schedule
 from pix2pix_zero.editing import attention_loss, edit, edit_step, reference_step, xa_guidance
 
 

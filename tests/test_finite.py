@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from pix2pix_zero.batch import Job, run
+from pix2pix_zero.tools.batch import Job, run
 from pix2pix_zero.config import EditConfig
 from pix2pix_zero.editing import edit
 from pix2pix_zero.finite import NonFiniteError, check_finite

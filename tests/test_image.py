@@ -4,7 +4,7 @@ import pytest
 import torch
 from PIL import Image
 
-from pix2pix_zero.image import fit_size, load_image, pil_to_tensor, save_png, tensor_to_pil
+from pix2pix_zero.tools.image import fit_size, load_image, pil_to_tensor, save_png, tensor_to_pil
 
 
 def test_resize_policy_keeps_aspect_and_rounds_to_multiples_of_64():

@@ -6,7 +6,7 @@ from PIL import Image
 
 from pix2pix_zero.config import EditConfig
 from pix2pix_zero.editing import edit
-from pix2pix_zero.image import pil_to_tensor
+from pix2pix_zero.tools.image import pil_to_tensor
 from pix2pix_zero.inversion import Inversion, encode_image, invert
 
 

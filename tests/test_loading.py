@@ -1,4 +1,4 @@
-"""Tests for pix2pix_zero.sd and pix2pix_zero.checkpoint: both layouts load the same weights; files of any float
+"""Tests for pix2pix_zero.loading.load and pix2pix_zero.loading.checkpoint: both layouts load the same weights; files of any float
 dtype load at the requested dtype; the keys no model uses are reported; the text encoder matches diffusers' own
 conversion; every broken or unsupported checkpoint fails with a CheckpointError naming the file and the problem;
 pickles are refused without being unpickled; loading never writes to the checkpoint."""
@@ -13,9 +13,9 @@ from diffusers.loaders.single_file_utils import convert_ldm_clip_checkpoint
 from safetensors.torch import load_file, save_file
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-from pix2pix_zero.checkpoint import CheckpointError
-from pix2pix_zero.sd import load_sd
-from pix2pix_zero.tiny import make_checkpoint
+from pix2pix_zero.loading.checkpoint import CheckpointError
+from pix2pix_zero.loading.load import load_sd
+from pix2pix_zero.loading.random_checkpoint import make_checkpoint
 
 
 def state_dicts(sd):
@@ -260,7 +260,7 @@ def test_fingerprint_changes_when_one_tensor_in_the_middle_changes(tmp_path):
     """A merge or fine-tune that touches a few tensors must not keep the base file's identity."""
     from safetensors.torch import save_file
 
-    from pix2pix_zero.checkpoint import SafetensorsFile
+    from pix2pix_zero.loading.checkpoint import SafetensorsFile
     tensors = {f"layer{i:02d}.weight": torch.randn(256, 256, generator=torch.Generator().manual_seed(i))
                for i in range(20)}
     save_file(tensors, tmp_path / "base.safetensors")

@@ -1,4 +1,4 @@
-"""Tests for Stable Diffusion 2.x (pix2pix_zero.openclip, ldm_config, and the SD 2.x paths of sd and tiny):
+"""Tests for Stable Diffusion 2.x (pix2pix_zero.loading.openclip, ldm_config, and the SD 2.x paths of sd and tiny):
 the UNet, its cross-attention maps, the VAE and DDIM with v-prediction match diffusers on tiny SD 2.x weights in
 both layouts (diffusers converts the single file with its own code); the OpenCLIP text tower matches one written
 out here (fused in_proj, causal mask, penultimate block + ln_final); padding with "!" (id 0); the family comes from
@@ -19,15 +19,15 @@ from einops import rearrange
 from safetensors.torch import load_file, save_file
 from transformers import CLIPTextModel
 
-from pix2pix_zero import openclip
-from pix2pix_zero.attention import record_cross_attention
-from pix2pix_zero.checkpoint import CheckpointError
-from pix2pix_zero.ddim import alphas_cumprod, ddim_inverse_step, ddim_step, inversion_schedule, sampling_schedule
-from pix2pix_zero.ldm_config import yaml_value
-from pix2pix_zero.sd import load_sd
-from pix2pix_zero.text import L
-from pix2pix_zero.tiny import diffusers_configs, main, make_checkpoint, models
-from pix2pix_zero.unet import UNet
+from pix2pix_zero.loading import openclip
+from pix2pix_zero.models.attention import record_cross_attention
+from pix2pix_zero.loading.checkpoint import CheckpointError
+from pix2pix_zero.models.ddim import alphas_cumprod, ddim_inverse_step, ddim_step, inversion_schedule, sampling_schedule
+from pix2pix_zero.loading.ldm_config import yaml_value
+from pix2pix_zero.loading.load import load_sd
+from pix2pix_zero.models.text import L
+from pix2pix_zero.loading.random_checkpoint import diffusers_configs, main, make_checkpoint, models
+from pix2pix_zero.models.unet import UNet
 
 diffusers_logging.set_verbosity_error()
 

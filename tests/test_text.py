@@ -1,4 +1,4 @@
-"""Tests for pix2pix_zero.text: CLIP token ids from the carried vocabulary, padding for SD 1.x / 2.x, configs
+"""Tests for pix2pix_zero.models.text and loading.clip_text: CLIP token ids from the carried vocabulary, padding for SD 1.x / 2.x, configs
 read from shapes, meta-device construction + assign-loading, and the "last" / "penultimate" layers checked
 against a CLIP text transformer written out in this file."""
 
@@ -10,17 +10,9 @@ import torch.nn.functional as F
 from einops import rearrange
 from transformers import CLIPTextModel
 
-from pix2pix_zero.text import (
-    L,
-    clip_text_config,
-    encode_text,
-    load_tokenizer,
-    new_text_encoder,
-    text_config,
-    text_encoder_state_dict,
-    tiny_text_config,
-    transformer,
-)
+from pix2pix_zero.loading.clip_text import (load_tokenizer, new_text_encoder, text_config, text_encoder_state_dict,
+                                            tiny_text_config)
+from pix2pix_zero.models.text import L, clip_text_config, encode_text, transformer
 
 BOS, EOS = 49406, 49407
 

@@ -1,4 +1,4 @@
-"""Tests for pix2pix_zero.unet: parity with diffusers' UNet2DConditionModel on the same random weights (fp32),
+"""Tests for pix2pix_zero.models.unet: parity with diffusers' UNet2DConditionModel on the same random weights (fp32),
 for its output and for every cross-attention map, from a diffusers folder and from an original single file that
 diffusers converts with its own code; and our module tree is diffusers' tree, name for name and shape for shape."""
 import pytest
@@ -8,9 +8,9 @@ from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint
 from diffusers.utils import logging as diffusers_logging
 from safetensors.torch import load_file
 
-from pix2pix_zero.attention import record_cross_attention
-from pix2pix_zero.tiny import diffusers_configs, models
-from pix2pix_zero.unet import UNet
+from pix2pix_zero.models.attention import record_cross_attention
+from pix2pix_zero.loading.random_checkpoint import diffusers_configs, models
+from pix2pix_zero.models.unet import UNet
 
 diffusers_logging.set_verbosity_error()  # "accelerate not found" notices
 

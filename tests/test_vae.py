@@ -1,4 +1,4 @@
-"""Tests for pix2pix_zero.vae: encode (mean, logvar) and decode match diffusers' AutoencoderKL on the same random
+"""Tests for pix2pix_zero.models.vae: encode (mean, logvar) and decode match diffusers' AutoencoderKL on the same random
 weights (fp32), from a diffusers folder, a folder with the old VAE attention names (diffusers renames those
 itself) and an original single file (diffusers converts it with its own code); sampling the posterior."""
 import math
@@ -11,10 +11,10 @@ from diffusers.utils import logging as diffusers_logging
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from pix2pix_zero.sd import load_sd
-from pix2pix_zero.tiny import diffusers_configs, models
-from pix2pix_zero.vae import AutoencoderKL as OurAutoencoderKL
-from pix2pix_zero.vae import sample_posterior
+from pix2pix_zero.loading.load import load_sd
+from pix2pix_zero.loading.random_checkpoint import diffusers_configs, models
+from pix2pix_zero.models.vae import AutoencoderKL as OurAutoencoderKL
+from pix2pix_zero.models.vae import sample_posterior
 
 diffusers_logging.set_verbosity_error()
 

@@ -1,11 +1,6 @@
-"""The text side of Stable Diffusion: CLIP's BPE tokenizer and text transformer (Radford et al., arXiv:2103.00020)
-from transformers, built offline from the vocabulary in `clip_bpe/` and from checkpoint tensor shapes.
-
-SD 1.x conditions on the last layer of CLIP ViT-L/14 (Rombach et al., arXiv:2112.10752, sec. 4.3); SD 2.x on the
-penultimate layer of OpenCLIP ViT-H/14 (`FrozenOpenCLIPEmbedder(layer="penultimate")` in Stability-AI/stablediffusion).
-Prompts become L = 77 token ids: <|startoftext|>, the text, <|endoftext|>, then padding; c has shape (B, L, D).
+"""CLIP's text encoder and tokenizer from a checkpoint: the tokenizer from the vocabulary carried in `clip_bpe/`
+(no network), the config from tensor shapes, and checkpoint keys renamed to transformers' `CLIPTextModel`.
 """
-
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -14,9 +9,9 @@ import torch
 from torch import Tensor
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
+from ..models.text import L, clip_text_config, transformer
+
 BPE_DIR = Path(__file__).parent / "clip_bpe"
-L = 77  # CLIP's context length: every prompt is padded or truncated to it
-HEAD_DIM = 64  # CLIP text transformers use 64-channel heads: h = D / 64
 CHECKPOINT_PREFIX = "text_model."
 
 
@@ -24,23 +19,6 @@ def load_tokenizer(pad_token: str = "<|endoftext|>") -> CLIPTokenizer:
     """CLIP's tokenizer from the carried vocabulary, no network. SD 1.x pads with <|endoftext|> (49407);
     SD 2.x (OpenCLIP) pads with "!" (id 0)."""
     return CLIPTokenizer.from_pretrained(BPE_DIR, pad_token=pad_token, model_max_length=L)
-
-
-def clip_text_config(
-    D: int, n_layers: int, intermediate: int, vocab: int, positions: int, hidden_act: str
-) -> CLIPTextConfig:
-    """A CLIP text transformer config in SD's terms (D text width); heads follow from D."""
-    if D % HEAD_DIM:
-        raise ValueError(f"text width D = {D} is not a multiple of CLIP's {HEAD_DIM}-channel heads")
-    return CLIPTextConfig(
-        hidden_size=D,
-        num_hidden_layers=n_layers,
-        num_attention_heads=D // HEAD_DIM,
-        intermediate_size=intermediate,
-        vocab_size=vocab,
-        max_position_embeddings=positions,
-        hidden_act=hidden_act,  # SD 1.x (OpenAI CLIP): quick_gelu; SD 2.x (OpenCLIP): gelu
-    )
 
 
 def tiny_text_config(hidden_act: str = "quick_gelu") -> CLIPTextConfig:
@@ -59,12 +37,6 @@ def text_config(shapes: Mapping[str, tuple[int, ...]], hidden_act: str = "quick_
     if layers != set(range(len(layers))):
         raise ValueError(f"encoder layer indices are not 0..N-1: {sorted(layers)}")
     return clip_text_config(D, len(layers), intermediate, vocab, positions, hidden_act)
-
-
-def transformer(text_encoder: CLIPTextModel) -> torch.nn.Module:
-    """The module holding `embeddings`, `encoder` and `final_layer_norm`: transformers 4 nests it as
-    `text_model`; transformers 5 flattened it into CLIPTextModel itself."""
-    return getattr(text_encoder, "text_model", text_encoder)
 
 
 def text_encoder_state_dict(tensors: Mapping[str, Tensor], text_encoder: CLIPTextModel) -> dict[str, Tensor]:
@@ -90,24 +62,3 @@ def new_text_encoder(config: CLIPTextConfig, device: torch.device | str) -> CLIP
     meta_buffers = [name for name, b in model.named_buffers() if b.is_meta]
     assert not meta_buffers, f"buffers no checkpoint would fill: {meta_buffers}"
     return model.eval()
-
-
-def encode_text(
-    tokenizer: CLIPTokenizer, text_encoder: CLIPTextModel, prompts: list[str], layer: str = "last"
-) -> Tensor:
-    """The conditioning c, shape (B, L, D), for each prompt.
-
-    layer="last": the final layer's output after the final layer norm (SD 1.x).
-    layer="penultimate": the output of the second-to-last layer, then the final layer norm (SD 2.x on the full
-    24-layer OpenCLIP tower). Diffusers-layout SD 2.x text encoders already dropped the last block (23 layers),
-    and load_sd drops it from single files too (openclip.py): use "last" for those, as StableDiffusion does.
-    """
-    ids = tokenizer(prompts, padding="max_length", max_length=L, truncation=True, return_tensors="pt").input_ids
-    ids = ids.to(text_encoder.device)  # (B, L)
-    # As in SD, no padding mask: padding tokens are ordinary tokens under the causal mask.
-    if layer == "last":
-        return text_encoder(ids).last_hidden_state
-    if layer == "penultimate":
-        hidden = text_encoder(ids, output_hidden_states=True).hidden_states  # embeddings, then each layer's output
-        return transformer(text_encoder).final_layer_norm(hidden[-2])
-    raise ValueError(f"layer must be 'last' or 'penultimate', not {layer!r}")

@@ -1,6 +1,6 @@
 """Seeded random Stable Diffusion checkpoints in the real layouts, for tests and benchmarks.
 
-python -m pix2pix_zero.tiny OUT --layout single|diffusers [--family sd1|sd2] [--full-size] [--dtype fp16]
+python -m pix2pix_zero.loading.random_checkpoint OUT --layout single|diffusers [--family sd1|sd2] [--full-size] [--dtype fp16]
 
 Tiny: SD 1.x topology (4 levels, 2 layers per block, attention on the first three levels and the mid block,
 32 GroupNorm groups, 8 UNet heads, 64-channel CLIP heads) at small widths. Full size: SD 1.5's shapes (an
@@ -23,10 +23,11 @@ import torch
 from safetensors.torch import save_file
 
 from . import convert, openclip
-from .ddim import alphas_cumprod
-from .text import BPE_DIR, clip_text_config, new_text_encoder, tiny_text_config
-from .unet import UNet, UNetConfig
-from .vae import LATENT_SCALE, AutoencoderKL, VAEConfig
+from .clip_text import BPE_DIR, new_text_encoder, tiny_text_config
+from ..models.ddim import alphas_cumprod
+from ..models.text import clip_text_config
+from ..models.unet import UNet, UNetConfig
+from ..models.vae import LATENT_SCALE, AutoencoderKL, VAEConfig
 
 
 def random_tensor(name: str, shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
@@ -159,7 +160,7 @@ def make_checkpoint(out: str | os.PathLike, layout: str = "single", full_size: b
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m pix2pix_zero.tiny", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m pix2pix_zero.loading.random_checkpoint", description=__doc__.split("\n")[0])
     p.add_argument("out", help="a .safetensors path (single) or a folder (diffusers)")
     p.add_argument("--layout", choices=["single", "diffusers"], default="single")
     p.add_argument("--full-size", action="store_true", help="SD 1.5 shapes (860M-parameter UNet), for benchmarks")

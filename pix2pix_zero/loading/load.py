@@ -11,19 +11,17 @@ SD 2.x single file: see `load_sd`. Tensors are read one at a time and cast to th
 import json
 import re
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from transformers import CLIPTextModel, CLIPTokenizer
-
+from ..models.ddim import PREDICTION_TYPES
+from ..models.sd import StableDiffusion
+from ..models.unet import UNet, UNetConfig
+from ..models.vae import AutoencoderKL, VAEConfig
 from . import convert, openclip
 from .checkpoint import CheckpointError, SafetensorsFile, group_keys, load_strict
-from .ddim import PREDICTION_TYPES
+from .clip_text import load_tokenizer, new_text_encoder, text_config, text_encoder_state_dict
 from .ldm_config import yaml_prediction_type
-from .text import encode_text, load_tokenizer, new_text_encoder, text_config, text_encoder_state_dict
-from .unet import UNet, UNetConfig
-from .vae import LATENT_SCALE, AutoencoderKL, VAEConfig
 
 PARTS = {"unet": "model.diffusion_model.", "vae": "first_stage_model.", "text": "cond_stage_model.transformer."}
 # Keys real checkpoints carry that no model here uses: LDM's diffusion-schedule buffers (we recompute the
@@ -37,27 +35,6 @@ Ref = tuple[SafetensorsFile, str]  # (file, key in that file); the file may be a
 # What tensor shapes cannot say, by family: the text encoder's activation and the tokenizer's padding token.
 FAMILIES = {"sd1": {"hidden_act": "quick_gelu", "pad_token": "<|endoftext|>"},  # OpenAI CLIP ViT-L/14
             "sd2": {"hidden_act": "gelu", "pad_token": "!"}}  # OpenCLIP ViT-H/14; open_clip.tokenize pads with 0
-
-
-@dataclass
-class StableDiffusion:
-    unet: UNet
-    vae: AutoencoderKL
-    text_encoder: CLIPTextModel
-    tokenizer: CLIPTokenizer
-    prediction_type: str  # "epsilon" or "v_prediction": what unet(x_t, t, c) returns
-    family: str  # "sd1" or "sd2"
-    identity: str  # a content fingerprint of the checkpoint files, for settings files and saved inversions
-    text_identity: str  # the same for the file holding the text encoder, for the sentence-embedding cache
-    source: str
-    latent_scale: float = LATENT_SCALE
-    skipped: list[str] = field(default_factory=list, repr=False)
-
-    def encode_text(self, prompts: list[str]) -> torch.Tensor:
-        """c = text embeddings (B, 77, D) for a list of prompts: the text encoder's last hidden state after its
-        final layer norm. For SD 2.x that is OpenCLIP's penultimate block + ln_final, because the last block
-        was dropped at load time (openclip.py; diffusers' SD 2.x folders store 23 of 24 blocks already)."""
-        return encode_text(self.tokenizer, self.text_encoder, prompts)
 
 
 def find_file(folder: Path, stem: str) -> Path:

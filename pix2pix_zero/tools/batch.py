@@ -18,13 +18,13 @@ from pathlib import Path
 
 import torch
 
-from .config import EditConfig
-from .directions import TEMPLATES, edit_direction
-from .editing import decode_latents, edit, initial_noise
+from ..config import EditConfig
+from ..directions import TEMPLATES, edit_direction
+from ..editing import decode_latents, edit, initial_noise
 from .heatmap import WordAttention, word_token_indices
 from .image import fit_size, load_image, save_png, side_by_side, tensor_to_pil
-from .inversion import Inversion, encode_image, invert
-from .sd import StableDiffusion
+from ..inversion import Inversion, encode_image, invert
+from ..models.sd import StableDiffusion
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
 
