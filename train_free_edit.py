@@ -11,7 +11,11 @@ The first word picks the command (`edit`, the default, or `directions`). Every m
 field of pix2pix_zero.config.EditConfig; the README explains each and the two --setting choices.
 """
 import argparse
+import dataclasses
+import inspect
+import re
 import sys
+import typing
 from pathlib import Path
 
 import torch
@@ -42,9 +46,37 @@ def concept_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--target-sentences", action="append", default=[], help="text file per --target")
 
 
-def edit_parser() -> argparse.ArgumentParser:
+# Earlier spellings of EditConfig flags, kept working beside the field names.
+ALIASES = {"num_steps": ["--steps"], "lambda_xa": ["--xa-guidance"], "num_reg_steps": ["--reg-steps"],
+           "num_ac_rolls": ["--ac-rolls"]}
+
+
+def field_comments(cls) -> dict[str, str]:
+    """name -> the comment after a dataclass field's definition, read from the class's source."""
+    comments = {}
+    for line in inspect.getsource(cls).splitlines():
+        if m := re.match(r"\s+(\w+): .*?  # (.*)$", line):
+            comments[m[1]] = m[2]
+    return comments
+
+
+def config_args(p: argparse.ArgumentParser) -> None:
+    """One flag per EditConfig field (--num-steps for num_steps, ...): type, default, choices and help come
+    from the field, so a new hyperparameter needs no edit here."""
     from pix2pix_zero.config import EditConfig
-    d = EditConfig()
+    g = p.add_argument_group("method (pix2pix_zero.config.EditConfig)")
+    comments = field_comments(EditConfig)
+    for f in dataclasses.fields(EditConfig):
+        kind, choices = f.type, None
+        if typing.get_origin(kind) is typing.Literal:
+            choices = [c for c in typing.get_args(kind) if c is not None]
+            kind = type(choices[0])
+        names = ["--" + f.name.replace("_", "-"), *ALIASES.get(f.name, [])]
+        g.add_argument(*names, dest=f.name, type=kind, choices=choices, default=f.default,
+                       help=comments.get(f.name, ""))
+
+
+def edit_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="train_free_edit.py [edit]", description=__doc__.split("\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     g = p.add_argument_group("input and output")
@@ -57,17 +89,7 @@ def edit_parser() -> argparse.ArgumentParser:
     g.add_argument("--save-attention", action="store_true", help="save heat maps of the source word's attention")
     g.add_argument("--quiet", action="store_true", help="no progress bars")
     concept_args(p)
-    g = p.add_argument_group("method (pix2pix_zero.config.EditConfig)")
-    g.add_argument("--setting", choices=["paper", "diffusers"], default=d.setting)
-    g.add_argument("--steps", type=int, default=d.num_steps, help="DDIM steps")
-    g.add_argument("--xa-guidance", type=float, default=d.lambda_xa, help="cross-attention guidance step lambda_xa")
-    g.add_argument("--guidance-scale", type=float, default=d.guidance_scale, help="classifier-free guidance w")
-    g.add_argument("--lambda-ac", type=float, default=d.lambda_ac, help="autocorrelation regularizer step")
-    g.add_argument("--lambda-kl", type=float, default=d.lambda_kl, help="KL regularizer step")
-    g.add_argument("--reg-steps", type=int, default=d.num_reg_steps, help="regularizer iterations per step")
-    g.add_argument("--ac-rolls", type=int, default=d.num_ac_rolls, help="random shifts per iteration")
-    g.add_argument("--posterior", choices=["mean", "sample"], default=d.posterior, help="VAE encoding")
-    g.add_argument("--seed", type=int, default=d.seed)
+    config_args(p)
     model_args(p)
     return p
 
@@ -98,7 +120,7 @@ def concepts(a: argparse.Namespace, p: argparse.ArgumentParser) -> tuple[str, li
 
 def load_model(a: argparse.Namespace):
     from pix2pix_zero.loading.hub import resolve_weights
-    from pix2pix_zero.loading.load import load_sd
+    from pix2pix_zero import load_sd
     return load_sd(resolve_weights(a.weights, a.weights_dir), device=a.device, dtype=DTYPES[a.dtype],
                    prediction_type=a.prediction_type)
 
@@ -111,9 +133,7 @@ def main_edit(argv: list[str]) -> int:
     source, targets = concepts(a, p)
     if a.input and a.inversion:
         p.error("give --input or --inversion, not both")
-    config = EditConfig(setting=a.setting, num_steps=a.steps, guidance_scale=a.guidance_scale, lambda_xa=a.xa_guidance,
-                        lambda_ac=a.lambda_ac, lambda_kl=a.lambda_kl, num_reg_steps=a.reg_steps,
-                        num_ac_rolls=a.ac_rolls, posterior=a.posterior, seed=a.seed)
+    config = EditConfig(**{f.name: getattr(a, f.name) for f in dataclasses.fields(EditConfig)})
     job = Job(source, targets, a.prompt, a.negative_prompt, a.source_sentences, a.target_sentences, a.size,
               a.save_attention, a.cache_dir or f"{a.out}/.cache")
     if a.input and Path(a.input).is_dir() and Path(a.input).resolve() == Path(a.out).resolve():
@@ -130,11 +150,10 @@ def main_edit(argv: list[str]) -> int:
 
 
 def main_directions(argv: list[str]) -> int:
-    import os
-
     from safetensors.torch import save_file
 
-    from pix2pix_zero.directions import edit_direction
+    from pix2pix_zero.tools.files import atomic_path
+    from pix2pix_zero.tools.sentences import word_direction
     p = directions_parser()
     a = p.parse_args(argv)
     source, targets = concepts(a, p)
@@ -142,13 +161,11 @@ def main_directions(argv: list[str]) -> int:
         p.error("directions takes one --target")
     sd = load_model(a)
     sentences = a.target_sentences[0] if a.target_sentences else None
-    delta_c = edit_direction(sd, source, targets[0], a.source_sentences, sentences, a.cache_dir)
+    delta_c = word_direction(sd, source, targets[0], a.source_sentences, sentences, a.cache_dir)
     out = Path(a.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.partial")
-    save_file({"delta_c": delta_c.contiguous().cpu()}, tmp,
-              metadata={"source": source, "target": targets[0], "checkpoint": sd.identity})
-    os.replace(tmp, out)
+    with atomic_path(out) as tmp:
+        save_file({"delta_c": delta_c.contiguous().cpu()}, tmp,
+                  metadata={"source": source, "target": targets[0], "checkpoint": sd.identity})
     print(f"{out}: delta_c {tuple(delta_c.shape)} for {source} -> {targets[0]}")
     return 0
 

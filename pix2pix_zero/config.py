@@ -1,32 +1,35 @@
 """EditConfig: every hyperparameter of pix2pix-zero in one place, with where each default comes from.
 
 "paper" follows the mathematics of Parmar et al. (arXiv:2302.03027); "diffusers" follows diffusers'
-StableDiffusionPix2PixZeroPipeline (0.42.1) step for step, quirks included. The README has a table of what
-each setting changes. The command line (train_free_edit.py) maps onto these fields one to one.
+StableDiffusionPix2PixZeroPipeline (0.42.1) step for step, quirks included (diffusers_compat.py). The README
+has a table of what each setting changes. The command line (train_free_edit.py) makes one flag of each field,
+its help the field's comment.
 """
 from dataclasses import asdict, dataclass
+from typing import Literal
 
 SETTINGS = ("paper", "diffusers")
+POSTERIORS = ("mean", "sample")
 
 
 @dataclass
 class EditConfig:
-    setting: str = "paper"  # "paper" or "diffusers"
+    setting: Literal["paper", "diffusers"] = "paper"  # the paper's mathematics, or diffusers' pipeline step for step
     num_steps: int = 50  # DDIM steps for inversion and editing (authors' CLI default; the paper used 100)
     guidance_scale: float = 5.0  # classifier-free guidance w while editing (authors' CLI default)
     lambda_xa: float = 0.1  # cross-attention guidance step size (paper sec. 3.3; authors' CLI --xa_guidance)
-    lambda_ac: float = 20.0  # autocorrelation regularizer step size (paper sec. 3.2; authors' code)
+    lambda_ac: float = 20.0  # autocorrelation regularizer step size (paper sec. 3.1; authors' code)
     lambda_kl: float = 20.0  # KL regularizer step size (authors' code)
     num_reg_steps: int = 5  # regularizer iterations per inversion step (authors' code)
-    num_ac_rolls: int = 5  # random-shift draws per iteration (authors' code)
-    posterior: str = "mean"  # VAE encoding: "mean", or "sample" (seeded); "diffusers" always samples
+    num_ac_rolls: int = 5  # random-shift draws per regularizer iteration (authors' code)
+    posterior: Literal["mean", "sample", None] = None  # VAE encoding; None: the setting's (paper mean, diffusers sample)
     seed: int = 0  # seeds every torch.Generator of a run (regularizer shifts, posterior sample, synthetic x_T)
 
     def __post_init__(self):
         if self.setting not in SETTINGS:
             raise ValueError(f"setting must be one of {SETTINGS}, not {self.setting!r}")
-        if self.posterior not in ("mean", "sample"):
-            raise ValueError(f"posterior must be 'mean' or 'sample', not {self.posterior!r}")
+        if self.posterior not in (*POSTERIORS, None):
+            raise ValueError(f"posterior must be one of {POSTERIORS} or None, not {self.posterior!r}")
         if not 1 <= self.num_steps <= 1000:
             raise ValueError(f"num_steps must be in 1..1000, not {self.num_steps}")
 

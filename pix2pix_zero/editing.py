@@ -1,28 +1,29 @@
-"""Cross-attention guided editing (pix2pix-zero, arXiv:2302.03027, sec. 3.3, Algorithm 1).
+"""Cross-attention guided editing (pix2pix-zero, arXiv:2302.03027, sec. 3.3 "Editing via Cross-Attention
+Guidance", Algorithm 1).
 
 Two DDIM trajectories start from x_inv and run in lockstep: the reference denoises with the caption c and
 records the cross-attention maps M_t^ref of every cross-attention layer; the edit denoises with
 c_edit = c + delta_c and, at every step, first moves x_t down the gradient of ||M_t^edit - M_t^ref||^2,
 then takes the guided DDIM step. Each step's reference maps are used as soon as they are made, never stored.
 Classifier-free guidance (Ho & Salimans, arXiv:2207.12598) with the negative prompt c_neg (the caption for
-real images, "" for synthetic ones). Latents (B, 4, h, w); maps (B, heads, h*w, 77).
+real images, "" for synthetic ones). Latents (B, 4, H, W) at 1/8 of the image; maps (B, heads, H*W, 77).
 """
 from typing import Callable
 
 import torch
 from tqdm.auto import tqdm
 
-from .models.attention import record_cross_attention
 from .config import EditConfig
-from .models.ddim import alphas_cumprod, ddim_step, sampling_schedule
 from .finite import check_finite
+from .models.attention import explicit_cross_attention, record_cross_attention
+from .models.ddim import alphas_cumprod, ddim_step, sampling_schedule
 from .models.sd import StableDiffusion
 
 
 def attention_loss(maps: dict[str, torch.Tensor], maps_ref: dict[str, torch.Tensor]) -> torch.Tensor:
     """sum over layers of the mean over (batch row, head) of sum_{position, token} (M - M_ref)^2 (sec. 3.3).
 
-    This is diffusers' Pix2PixZeroL2Loss; both settings use it.
+    This is also diffusers' Pix2PixZeroL2Loss.
     """
     return sum(((M - maps_ref[name]) ** 2).sum(dim=(-2, -1)).mean() for name, M in maps.items())
 
@@ -49,20 +50,11 @@ def guided_output(sd: StableDiffusion, x_t: torch.Tensor, t: int, c: torch.Tenso
 
 @torch.no_grad()
 def reference_step(sd: StableDiffusion, x_t, t, alpha_bar_t, alpha_bar_prev, c, c_neg, config: EditConfig):
-    """One DDIM step of the reference trajectory; returns (x_prev, M_t^ref).
-
-    paper: M_t^ref are the maps of the c branch, (B, h, N, L). diffusers: the maps of both guidance halves,
-    [c_neg rows; c rows], from one batched call, as its pipeline records them.
-    """
+    """One DDIM step of the reference trajectory; returns (x_prev, M_t^ref), the maps of the c rows (B, h, N, L)."""
     with record_cross_attention(sd.unet) as maps:
-        if config.setting == "diffusers":  # always the batched call, whose maps hold both halves
-            out = cfg_output(sd, torch.cat([x_t, x_t]), t, c, c_neg, config.guidance_scale)
-        else:
-            out = guided_output(sd, x_t, t, c, c_neg, config.guidance_scale)
-    if config.setting == "diffusers":
-        maps_ref = dict(maps)
-    else:  # the c rows: the last B rows, whether guided_output made one call (B rows) or two (2B rows)
-        maps_ref = {name: M[-x_t.shape[0]:] for name, M in maps.items()}
+        out = guided_output(sd, x_t, t, c, c_neg, config.guidance_scale)
+    # the c rows: the last B rows, whether guided_output made one call (B rows) or two (2B rows)
+    maps_ref = {name: M[-x_t.shape[0]:] for name, M in maps.items()}
     return ddim_step(out, x_t, alpha_bar_t, alpha_bar_prev, sd.prediction_type), maps_ref
 
 
@@ -83,38 +75,32 @@ def xa_guidance(sd: StableDiffusion, x: torch.Tensor, t: int, c_edit: torch.Tens
 @torch.no_grad()
 def edit_step(sd: StableDiffusion, x_t, t, alpha_bar_t, alpha_bar_prev, c_edit, c_neg, maps_ref,
               config: EditConfig) -> torch.Tensor:
-    """One DDIM step of the edit trajectory with cross-attention guidance.
-
-    paper: one shared latent; guide it with the maps of the c_edit branch, then take the classifier-free
-    guided step from the guided latent.
-    diffusers: [x_t; x_t] for the (c_neg, c_edit) halves are guided separately against both halves of M_ref;
-    both guided halves are fed to the UNet, and the step continues from the c_neg half.
-    """
-    # The guided prediction runs the cross-attention path the reference ran (explicit softmax, maps unused),
-    # so with delta_c = 0 and lambda_xa = 0 the two trajectories are identical, not merely close.
-    if config.setting == "paper":
-        # The loss averages over batch rows; times B, each image moves as it would alone.
-        x_t = xa_guidance(sd, x_t, t, c_edit, maps_ref, config.lambda_xa * x_t.shape[0])
-        with record_cross_attention(sd.unet):
-            out = guided_output(sd, x_t, t, c_edit, c_neg, config.guidance_scale)
-        return ddim_step(out, x_t, alpha_bar_t, alpha_bar_prev, sd.prediction_type)
-    x_in = xa_guidance(sd, torch.cat([x_t, x_t]), t, torch.cat([c_neg, c_edit]), maps_ref, config.lambda_xa)
-    with record_cross_attention(sd.unet):
-        out = cfg_output(sd, x_in, t, c_edit, c_neg, config.guidance_scale)
-    # NOTE(official): diffusers continues from the unconditional half of the guided pair.
-    x_t = x_in.chunk(2)[0]
+    """One DDIM step of the edit trajectory: guide x_t with the maps of the c_edit branch, then take the
+    classifier-free guided step from the guided latent."""
+    # NOTE(official): the loss averages over batch rows; the authors' code runs one image at a time, so their
+    # step is lambda_xa times one image's gradient. Times B, each image here moves as it would alone.
+    x_t = xa_guidance(sd, x_t, t, c_edit, maps_ref, config.lambda_xa * x_t.shape[0])
+    # NOTE(official): the authors' code (and diffusers) guides both classifier-free-guidance halves separately
+    # and continues from the unconditional one (diffusers_compat.edit_step); Algorithm 1 moves the one latent
+    # x_t, and the guided prediction is made from it.
+    # Under the explicit softmax, as the reference's recording call, so that with delta_c = 0 and
+    # lambda_xa = 0 the two trajectories are identical, not merely close.
+    with explicit_cross_attention(sd.unet):
+        out = guided_output(sd, x_t, t, c_edit, c_neg, config.guidance_scale)
     return ddim_step(out, x_t, alpha_bar_t, alpha_bar_prev, sd.prediction_type)
 
 
 def edit(sd: StableDiffusion, x_inv: torch.Tensor, c: torch.Tensor, delta_cs: list[torch.Tensor],
          c_neg: torch.Tensor, config: EditConfig, progress: bool = True,
          on_reference: Callable[[int, dict[str, torch.Tensor]], None] | None = None,
+         reference_step: Callable = reference_step, edit_step: Callable = edit_step,
          ) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Denoise x_inv with c (the reference) and with c + delta_c for each delta_c, in lockstep.
 
     Returns (x0_ref, [x0_edit per delta_c]). c and c_neg are (1, L, D) or (B, L, D); delta_c (1, L, D) or
     (B, L, D) is added to every conditional row.
     `on_reference(t, maps_ref)`, if given, sees each step's reference maps (e.g. to draw heat maps).
+    `reference_step` and `edit_step` are this module's; diffusers_compat passes its own.
     """
     B = x_inv.shape[0]
     c, c_neg = c.expand(B, -1, -1), c_neg.expand(B, -1, -1)  # one prompt may serve a whole batch
@@ -123,15 +109,16 @@ def edit(sd: StableDiffusion, x_inv: torch.Tensor, c: torch.Tensor, delta_cs: li
     # alpha_bar stays float32 (0-dim tensors do not change the latents' dtype): in fp16/bf16, 1 - alpha_bar
     # near alpha_bar = 1 would lose most of its digits.
     schedule = sampling_schedule(config.num_steps, alphas_cumprod())
-    for j, (t, a_t, a_prev) in enumerate(tqdm(schedule, desc="editing", disable=not progress, leave=False)):
+    for j, (t, alpha_bar_t, alpha_bar_prev) in enumerate(tqdm(schedule, desc="editing", disable=not progress,
+                                                              leave=False)):
         where = f"editing step {j + 1}/{len(schedule)} (t={t})"
-        x_next, maps_ref = reference_step(sd, x_ref, t, a_t, a_prev, c, c_neg, config)
+        x_next, maps_ref = reference_step(sd, x_ref, t, alpha_bar_t, alpha_bar_prev, c, c_neg, config)
         check_finite(x_next, "the reference latent", where)
         if on_reference is not None:
             on_reference(t, maps_ref)
-        x_edits = [check_finite(edit_step(sd, x, t, a_t, a_prev, c_edit, c_neg, maps_ref, config),
+        x_edits = [check_finite(edit_step(sd, x, t, alpha_bar_t, alpha_bar_prev, c_edit, c_neg, maps_ref, config),
                                 f"the latent of edit {k + 1}", where)
-                   for k, (x, c_edit) in enumerate(zip(x_edits, c_edits))]
+                   for k, (x, c_edit) in enumerate(zip(x_edits, c_edits, strict=True))]
         x_ref = x_next
     return x_ref, x_edits
 

@@ -1,43 +1,36 @@
 """Noise regularization of DDIM inversion: push each predicted noise map eps towards i.i.d. N(0, 1).
 
-pix2pix-zero (Parmar et al., arXiv:2302.03027), sec. 3.2: L_pair, squared autocorrelation coefficients over a
-pyramid of the noise map (after StyleGAN2's noise regularizer, arXiv:1912.04958, sec. 4), and L_KL, then a
-few gradient steps on eps at every inversion step. Acts on eps of shape (B, C, h, w); for a v-prediction model
-the caller converts v to eps first. Two settings: "paper" (this file's top half; per sample) and "diffusers"
-(the bottom half: diffusers 0.42.1 `StableDiffusionPix2PixZeroPipeline`, draw for draw).
+pix2pix-zero (Parmar et al., arXiv:2302.03027), sec. 3.1 "Inverting Real Images": L_pair, squared
+autocorrelation coefficients over a pyramid of the noise map (after StyleGAN2's noise regularizer,
+arXiv:1912.04958, sec. 4), and L_KL, then a few gradient steps on eps at every inversion step. Acts on eps of
+shape (B, C, H, W), each sample on its own; for a v-prediction model the caller converts v to eps first.
+diffusers' batch-pooled variant lives in diffusers_compat.py.
 """
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
-SETTINGS = ("paper", "diffusers")
-
-
-def noise_pyramid(eps: torch.Tensor, setting: str = "paper") -> list[torch.Tensor]:
+def noise_pyramid(eps: torch.Tensor) -> list[torch.Tensor]:
     """Levels eta^0 = eps, eta^{p+1} = 2 * avgpool_2x2(eta^p); the factor 2 keeps white noise at unit variance.
 
-    paper: pool again while both sides are larger than 8 (the paper's rule: 64 -> 32 -> 16 -> 8) and even, so
-    every level is an exact 2x2 partition of the one above: 96 -> 48 -> 24 -> 12 -> 6, 72 -> 36 -> 18 -> 9,
-    50 -> 25, 24 x 40 -> 12 x 20 -> 6 x 10. An odd side stops the pyramid (pooling it would drop a row).
+    Pool again while both sides are larger than 8 (the paper's rule: 64 -> 32 -> 16 -> 8) and even, so every
+    level is an exact 2x2 partition of the one above: 96 -> 48 -> 24 -> 12 -> 6, 72 -> 36 -> 18 -> 9, 50 -> 25,
+    24 x 40 -> 12 x 20 -> 6 x 10. An odd side stops the pyramid (pooling it would drop a row).
     """
-    assert setting in SETTINGS, setting
     levels = [eps]
     while True:
-        h, w = levels[-1].shape[-2:]
-        if setting == "paper" and (h % 2 or w % 2 or min(h, w) <= 8):
-            break
+        H, W = levels[-1].shape[-2:]
+        if H % 2 or W % 2 or min(H, W) <= 8:
+            return levels
         # NOTE(official): the authors (and diffusers) pool while the height is > 8, flooring odd sides and
-        # ignoring the width, and without the factor 2, so level p of white noise has variance 4^-p.
-        if setting == "diffusers" and h <= 8:
-            break
-        eta = F.avg_pool2d(levels[-1], kernel_size=2)
-        levels.append(2 * eta if setting == "paper" else eta)
-    return levels
+        # ignoring the width, and without the factor 2, so level p of white noise has variance 4^-p
+        # (diffusers_compat.noise_pyramid).
+        levels.append(2 * F.avg_pool2d(levels[-1], kernel_size=2))
 
 
 def autocorrelation(eta: torch.Tensor, delta: int, dim: int) -> torch.Tensor:
-    """rho(delta) = (1/(h w)) sum_{x,y} eta_{x,y} eta_{x-delta,y} along `dim`, circular; (..., h, w) -> (...).
+    """rho(delta) = (1/(H W)) sum_{x,y} eta_{x,y} eta_{x-delta,y} along `dim`, circular; (..., H, W) -> (...).
 
     Not divided by the variance (as in the paper and the authors' code): for unit-variance maps it is the
     correlation coefficient. rho(delta) = rho(S - delta) for a side S, since rolling is circular.
@@ -46,9 +39,9 @@ def autocorrelation(eta: torch.Tensor, delta: int, dim: int) -> torch.Tensor:
 
 
 def pair_loss_exact(eps: torch.Tensor) -> torch.Tensor:
-    """L_pair (paper sec. 3.2) per sample, (B, C, h, w) -> (B,): over levels p, channels and both axes, the
+    """L_pair (paper sec. 3.1) per sample, (B, C, H, W) -> (B,): over levels p, channels and both axes, the
     squared autocorrelation coefficients rho(delta)^2 for every shift delta = 1..S_p-1 (S_p the side along
-    that axis), each level's sum divided by its map size S_p^2 = h_p * w_p ("normalized by the noise map size").
+    that axis), each level's sum divided by its map size S_p^2 = H_p * W_p ("normalized by the noise map size").
 
     For white noise each rho(delta)^2 is about 1 / S_p^2, so a level contributes about 2 C / S_p^3: coarse levels
     weigh more. The random estimator below keeps the authors' scale, for which lambda_ac = 20 is tuned.
@@ -79,12 +72,12 @@ def random_shifts(eps: torch.Tensor, generator: torch.Generator) -> list[list[to
 
 
 def pair_loss(eps: torch.Tensor, shifts: list[list[torch.Tensor]]) -> torch.Tensor:
-    """Random-shift estimate of L_pair used in the procedure, (B, C, h, w) -> (B,), at `random_shifts`.
+    """Random-shift estimate of L_pair used in the procedure, (B, C, H, W) -> (B,), at `random_shifts`.
 
     Sums rho(delta)^2 over levels, axes and channels at the drawn shifts. By the symmetry of rho, for each
     level, channel and axis:
         sum_{delta=1}^{S_p-1} rho(delta)^2 = 2 K_p E[rho(delta)^2] + [S_p even] rho(S_p/2)^2,
-    i.e. pair_loss_exact = sum_p (2 K_p E[term_p] + Nyquist term_p) / (h_p w_p). Not divided by the map size:
+    i.e. pair_loss_exact = sum_p (2 K_p E[term_p] + Nyquist term_p) / (H_p W_p). Not divided by the map size:
     this is the authors' scale.
     """
     loss = eps.new_zeros(eps.shape[0])
@@ -96,7 +89,7 @@ def pair_loss(eps: torch.Tensor, shifts: list[list[torch.Tensor]]) -> torch.Tens
 
 
 def kl_loss(eps: torch.Tensor) -> torch.Tensor:
-    """L_KL (paper sec. 3.2) = var + mean^2 - 1 - log(var + 1e-7) of each sample's map, (B, C, h, w) -> (B,).
+    """L_KL (paper sec. 3.1) = var + mean^2 - 1 - log(var + 1e-7) of each sample's map, (B, C, H, W) -> (B,).
 
     var is the unbiased variance (torch.var's default, as the authors and diffusers); L_KL = -log(1 + 1e-7)
     ~ 0 at mean 0 and unbiased variance 1. This is twice KL(N(mean, var) || N(0, 1)), plus the 1e-7.
@@ -134,67 +127,28 @@ MAX_HALVINGS = 64  # 2^-64 ~ 5e-20: enough for any map whose loss is finite in f
 
 
 def regularize_eps(eps: torch.Tensor, generator: torch.Generator, lambda_ac: float = 20.0,
-                   lambda_kl: float = 20.0, num_reg_steps: int = 5, num_ac_rolls: int = 5,
-                   setting: str = "paper") -> torch.Tensor:
-    """Gradient steps on eps (the authors' ddim_inv.py and diffusers' `invert`); returns a new tensor, no graph.
+                   lambda_kl: float = 20.0, num_reg_steps: int = 5, num_ac_rolls: int = 5) -> torch.Tensor:
+    """Gradient steps on eps (paper sec. 3.1; the authors' ddim_inv.py); returns a new tensor, no graph.
 
     repeat num_reg_steps times:
         repeat num_ac_rolls times: eps <- eps - lambda_ac * grad L_pair(eps) / num_ac_rolls  (fresh shifts each)
         eps <- eps - lambda_kl * grad L_KL(eps)
     A term with lambda 0 is skipped and draws nothing. Defaults are the authors' (lambda_ac = lambda_kl = 20,
-    5 x 5). "paper" sums the per-sample losses, so each sample moves as it would alone, and takes every step
-    with `descend`: L_pair is quartic in eps, so a fixed step overshoots, and diverges, once eps is
-    correlated or large enough (the x2 pyramid makes level p weigh 16^p more than in the authors' code, for
-    which lambda_ac = 20 was tuned); there each step is shortened until it lowers its loss.
-    "diffusers" uses diffusers' batch-pooled losses below and its plain steps. Works inside torch.no_grad()
-    and torch.inference_mode().
+    5 x 5). The losses are per sample and summed, so each sample moves as it would alone. Every step is taken
+    with `descend`: L_pair is quartic in eps, so a fixed step overshoots, and diverges, once eps is correlated
+    or large enough (the x2 pyramid makes level p weigh 16^p more than in the authors' code, for which
+    lambda_ac = 20 was tuned); there each step is shortened until it lowers its loss. Works inside
+    torch.no_grad() and torch.inference_mode().
     """
-    assert setting in SETTINGS, setting
+    # NOTE(official): the authors' (and diffusers') steps are fixed and can overshoot; ours equal theirs
+    # wherever theirs lower the loss.
     with torch.inference_mode(False), torch.enable_grad():
         eps = eps.clone()  # a normal tensor even when the caller's is an inference tensor
         for _ in range(num_reg_steps):
             if lambda_ac > 0:
                 for _ in range(num_ac_rolls):
-                    if setting == "paper":
-                        shifts = random_shifts(eps, generator)
-                        eps = descend(lambda e: pair_loss(e, shifts), eps, lambda_ac / num_ac_rolls)
-                    else:
-                        eps = plain_step(lambda e: pair_loss_diffusers(e, generator), eps, lambda_ac / num_ac_rolls)
+                    shifts = random_shifts(eps, generator)
+                    eps = descend(lambda e: pair_loss(e, shifts), eps, lambda_ac / num_ac_rolls)
             if lambda_kl > 0:
-                if setting == "paper":
-                    eps = descend(kl_loss, eps, lambda_kl)
-                else:
-                    eps = plain_step(kl_loss_diffusers, eps, lambda_kl)
+                eps = descend(kl_loss, eps, lambda_kl)
     return eps.detach()
-
-
-# --- "diffusers" setting: diffusers 0.42.1 `auto_corr_loss` and `kl_divergence`, the authors' code batched ---
-
-def plain_step(loss_fn: Callable[[torch.Tensor], torch.Tensor], eps: torch.Tensor, step: float) -> torch.Tensor:
-    """eps - step * grad loss(eps) for a scalar loss, as diffusers steps (it can overshoot)."""
-    eps = eps.detach().requires_grad_(True)
-    return (eps - step * torch.autograd.grad(loss_fn(eps), eps)[0]).detach()
-
-
-def pair_loss_diffusers(eps: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """diffusers' `auto_corr_loss`, a scalar for the whole batch.
-
-    Draw order, to match it: for sample i, for channel j, for level p (its pyramid rule above), one
-    torch.randint(S_p // 2, (1,)) with S_p the level's height; the same delta serves both axes.
-    """
-    # NOTE(official): delta is in [0, S_p/2), 0 included (see random_shifts); the width's shift range follows
-    # the height. Each (sample, channel) pair draws in turn, so a sample's shifts depend on its batch index.
-    loss = eps.new_zeros(())
-    for i in range(eps.shape[0]):
-        for j in range(eps.shape[1]):
-            for eta in noise_pyramid(eps[i, j][None], setting="diffusers"):  # (1, h_p, w_p)
-                delta = int(torch.randint(eta.shape[-2] // 2, (1,), generator=generator, device=generator.device))
-                loss = loss + autocorrelation(eta, delta, -2)[0] ** 2 + autocorrelation(eta, delta, -1)[0] ** 2
-    return loss
-
-
-def kl_loss_diffusers(eps: torch.Tensor) -> torch.Tensor:
-    """diffusers' `kl_divergence`: L_KL with one mean and one (unbiased) variance over the whole batch."""
-    # NOTE(official): the authors' code asserts batch size 1; diffusers' pooling couples the samples of a batch.
-    mean, var = eps.mean(), eps.var()
-    return var + mean**2 - 1 - torch.log(var + 1e-7)

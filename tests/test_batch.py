@@ -18,7 +18,7 @@ def test_safe_name_keeps_words_and_replaces_path_characters():
 def test_synthetic_size_follows_the_resize_policy_and_names_the_prompt(sd):
     src = load_source(sd, Job("cat", ["dog"], prompt="a cat, on a sofa", size=100), EditConfig(seed=4), None, None, None)
     assert src.latent_hw == (16, 16)  # 100 rounds to 128 pixels
-    assert src.stem == "synthetic-a_cat__on_a_sofa-seed4" and not src.real and src.x_inv is None
+    assert src.stem == "synthetic-a_cat__on_a_sofa-seed4" and not src.real and src.inverted is None and src.image is None
 
 
 def test_prompts_longer_than_77_tokens_are_truncated_not_refused(sd):

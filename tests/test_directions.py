@@ -1,31 +1,18 @@
-"""Edit directions: sentence sources, mean embeddings, delta_c, and the cache."""
+"""Edit directions: the template bank, mean embeddings, delta_c."""
 import pytest
 import torch
 
-from pix2pix_zero.directions import (TEMPLATES, cached_mean_embedding, concept_sentences, edit_direction,
-                                     mean_embedding)
+from pix2pix_zero.directions import TEMPLATES, edit_direction, mean_embedding, template_sentences
 
 
 def test_template_bank_gives_at_least_50_distinct_sentences_with_the_word_and_articles():
     assert len(set(TEMPLATES)) == len(TEMPLATES) >= 50
     for word, article in (("cat", "a cat"), ("owl", "an owl")):
-        sentences = concept_sentences(word)
+        sentences = template_sentences(word)
         assert len(set(sentences)) == len(TEMPLATES)
         assert all(word in s for s in sentences)
         assert f"a photo of {article}" in sentences and "a small " + word in sentences
         assert not any(" a a " in s or "an a " in s for s in sentences)
-
-
-def test_sentence_file_one_per_line_blank_lines_ignored(tmp_path):
-    f = tmp_path / "cat.txt"
-    f.write_text("a cat on a mat\n\n  a sleepy cat  \n")
-    assert concept_sentences("cat", f) == ["a cat on a mat", "a sleepy cat"]
-    empty = tmp_path / "empty.txt"
-    empty.write_text("\n \n")
-    with pytest.raises(ValueError, match="empty.txt"):
-        concept_sentences("cat", empty)
-    with pytest.raises(FileNotFoundError, match="missing.txt"):
-        concept_sentences("cat", tmp_path / "missing.txt")
 
 
 def test_mean_embedding_is_the_mean_of_full_sequences_across_batches(sd):
@@ -36,29 +23,7 @@ def test_mean_embedding_is_the_mean_of_full_sequences_across_batches(sd):
     torch.testing.assert_close(got, expected, atol=1e-6, rtol=0)
 
 
-def test_edit_direction_is_target_mean_minus_source_mean_and_is_cached(sd, tmp_path):
-    src, tgt = tmp_path / "src.txt", tmp_path / "tgt.txt"
-    src.write_text("a cat\na photo of a cat\n")
-    tgt.write_text("a dog\na photo of a dog\n")
-    delta_c = edit_direction(sd, "cat", "dog", src, tgt, cache_dir=tmp_path / "cache")
-    expected = (sd.encode_text(["a dog", "a photo of a dog"]).mean(0) - sd.encode_text(["a cat", "a photo of a cat"])
-                .mean(0))[None]
-    torch.testing.assert_close(delta_c, expected, atol=1e-6, rtol=0)
-    cached = sorted((tmp_path / "cache").glob("*.safetensors"))
-    assert len(cached) == 2
-    # a cache hit returns the stored tensor: overwrite it and see the change come back
-    from safetensors.torch import save_file
-    dog_file = next(p for p in cached if p.name.startswith("dog-"))
-    save_file({"mean_c": torch.zeros(1, 77, 64)}, dog_file)
-    hit = cached_mean_embedding(sd, "dog", ["a dog", "a photo of a dog"], tmp_path / "cache")
-    assert hit.abs().max() == 0
-    # another sentence set is another cache entry
-    cached_mean_embedding(sd, "dog", ["a dog"], tmp_path / "cache")
-    assert len(list((tmp_path / "cache").glob("*.safetensors"))) == 3
-
-
-def test_cache_entries_belong_to_one_text_encoder(sd, tmp_path):
-    from dataclasses import replace
-    cached_mean_embedding(sd, "cat", ["a cat"], tmp_path)
-    cached_mean_embedding(replace(sd, text_identity="another-text-encoder"), "cat", ["a cat"], tmp_path)
-    assert len(list(tmp_path.glob("cat-*.safetensors"))) == 2
+def test_edit_direction_is_target_mean_minus_source_mean(sd):
+    src, tgt = ["a cat", "a photo of a cat"], ["a dog", "a photo of a dog"]
+    expected = (sd.encode_text(tgt).mean(0) - sd.encode_text(src).mean(0))[None]
+    torch.testing.assert_close(edit_direction(sd, src, tgt), expected, atol=1e-6, rtol=0)

@@ -3,9 +3,12 @@ import pytest
 import torch
 
 from pix2pix_zero.models.attention import record_cross_attention
+from pix2pix_zero import diffusers_compat
 from pix2pix_zero.config import EditConfig
 from pix2pix_zero.models.ddim import alphas_cumprod, sampling_schedule
 from pix2pix_zero.editing import attention_loss, edit, edit_step, reference_step, xa_guidance
+
+SETTINGS = {"paper": (reference_step, edit), "diffusers": (diffusers_compat.reference_step, diffusers_compat.edit)}
 
 
 def latents(seed=0, B=1):
@@ -31,7 +34,7 @@ def test_reference_maps_are_distributions_over_tokens(sd, texts):
     c, _ = texts
     t, a_t, a_prev = sampling_schedule(10, alphas_cumprod())[0]
     for setting, rows in (("paper", 1), ("diffusers", 2)):
-        _, maps = reference_step(sd, latents(), t, a_t, a_prev, c, c, EditConfig(setting=setting))
+        _, maps = SETTINGS[setting][0](sd, latents(), t, a_t, a_prev, c, c, EditConfig(setting=setting))
         assert len(maps) == 16  # SD 1.x: 7 cross-attention layers down and mid, 9 up
         for M in maps.values():
             assert M.shape[0] == rows and M.shape[1] == 8 and M.shape[-1] == 77
@@ -70,7 +73,7 @@ def test_zero_direction_and_zero_guidance_reproduce_the_reference(sd, texts, set
     c, _ = texts
     c_neg = sd.encode_text([""])
     config = EditConfig(setting=setting, num_steps=5, lambda_xa=0.0)
-    x_ref, (x_edit,) = edit(sd, latents(3), c, [torch.zeros_like(c)], c_neg, config, progress=False)
+    x_ref, (x_edit,) = SETTINGS[setting][1](sd, latents(3), c, [torch.zeros_like(c)], c_neg, config, progress=False)
     torch.testing.assert_close(x_edit, x_ref, atol=1e-6, rtol=0)
 
 
@@ -111,6 +114,7 @@ def test_direction_reaches_every_row_of_a_batch(sd, texts, setting):
     step by B so that each image is edited as it would be alone."""
     c, delta_c = texts
     x = latents(6, B=2)
+    edit = SETTINGS[setting][1]
     _, (batch,) = edit(sd, x, c.expand(2, -1, -1), [delta_c], c.expand(2, -1, -1),
                        EditConfig(setting=setting, num_steps=2), progress=False)
     lambda_alone = 0.1 if setting == "paper" else 0.05

@@ -1,15 +1,14 @@
 """Tests for pix2pix_zero.noise_reg: hand-computed values, finite differences, the estimator's expectation,
-properties of the procedure, and parity of the "diffusers" setting with diffusers' pix2pix-zero pipeline."""
+properties of the procedure and its stability; where the paper's regularizer differs from diffusers_compat's,
+both. Parity with diffusers itself is in test_diffusers_compat.py."""
 from functools import partial
 
 import pytest
 import torch
 import torch.nn.functional as F
-from diffusers import (AutoencoderKL, DDIMInverseScheduler, DDIMScheduler, StableDiffusionPix2PixZeroPipeline,
-                       UNet2DConditionModel)
-
-from pix2pix_zero.noise_reg import (autocorrelation, descend, kl_loss, kl_loss_diffusers, noise_pyramid, pair_loss,
-                                    pair_loss_diffusers, pair_loss_exact, random_shifts, regularize_eps)
+from pix2pix_zero import diffusers_compat
+from pix2pix_zero.noise_reg import (autocorrelation, descend, kl_loss, noise_pyramid, pair_loss, pair_loss_exact,
+                                    random_shifts, regularize_eps)
 
 
 def gen(seed=0):
@@ -42,12 +41,12 @@ def box_blurred(eps):
 def test_pyramid_levels_follow_the_stopping_rules(hw, paper, diffusers):
     eps = torch.zeros(1, 1, *hw)
     assert [eta.shape[-2] for eta in noise_pyramid(eps)] == paper
-    assert [eta.shape[-2] for eta in noise_pyramid(eps, setting="diffusers")] == diffusers
+    assert [eta.shape[-2] for eta in diffusers_compat.noise_pyramid(eps)] == diffusers
 
 
 def test_pyramid_keeps_white_noise_at_unit_variance_only_in_paper_setting():
     eps = randn(8, 4, 64, 64)
-    for p, (eta, eta_d) in enumerate(zip(noise_pyramid(eps), noise_pyramid(eps, setting="diffusers"))):
+    for p, (eta, eta_d) in enumerate(zip(noise_pyramid(eps), diffusers_compat.noise_pyramid(eps))):
         assert abs(eta.var().item() - 1) < 0.1
         assert abs(eta_d.var().item() * 4**p - 1) < 0.1
         torch.testing.assert_close(eta, 2**p * eta_d)
@@ -74,8 +73,8 @@ def test_pair_loss_exact_and_gradient_hand_values():
 
 
 @pytest.mark.parametrize("loss_fn", [
-    pair_loss_exact, kl_loss, kl_loss_diffusers,
-    lambda e: pair_loss(e, random_shifts(e, gen(1))), lambda e: pair_loss_diffusers(e, gen(1)),
+    pair_loss_exact, kl_loss, diffusers_compat.kl_loss,
+    lambda e: pair_loss(e, random_shifts(e, gen(1))), lambda e: diffusers_compat.pair_loss(e, gen(1)),
 ], ids=["pair_exact", "kl", "kl_diffusers", "pair", "pair_diffusers"])
 def test_gradients_match_finite_differences(loss_fn):
     eps = box_blurred(randn(1, 2, 16, 16, dtype=torch.float64)).requires_grad_(True)  # two levels: 16, 8
@@ -133,14 +132,14 @@ def test_one_procedure_step_lowers_pair_and_kl_on_a_correlated_map():
     assert pair_loss_exact(out) + kl_loss(out) < pair_loss_exact(eps) + kl_loss(eps)
 
 
-@pytest.mark.parametrize("setting", ["paper", "diffusers"])
-def test_same_generator_same_result_and_no_draws_when_lambda_is_zero(setting):
+@pytest.mark.parametrize("regularize", [regularize_eps, diffusers_compat.regularize_eps], ids=["paper", "diffusers"])
+def test_same_generator_same_result_and_no_draws_when_lambda_is_zero(regularize):
     eps = randn(2, 4, 16, 16)
-    out = regularize_eps(eps, gen(5), setting=setting)
-    assert torch.equal(out, regularize_eps(eps, gen(5), setting=setting))
-    assert not torch.equal(out, regularize_eps(eps, gen(6), setting=setting))
+    out = regularize(eps, gen(5))
+    assert torch.equal(out, regularize(eps, gen(5)))
+    assert not torch.equal(out, regularize(eps, gen(6)))
     g = gen(5)
-    regularize_eps(eps, g, lambda_ac=0.0, setting=setting)
+    regularize(eps, g, lambda_ac=0.0)
     assert torch.equal(g.get_state(), gen(5).get_state())
 
 
@@ -149,8 +148,8 @@ def test_paper_setting_regularizes_each_sample_as_if_alone():
     alone = torch.cat([regularize_eps(eps[i:i + 1], gen(7)) for i in range(2)])
     torch.testing.assert_close(regularize_eps(eps, gen(7)), alone, rtol=0, atol=1e-6)
     # diffusers pools the batch (KL) and draws shifts per sample in turn: the samples are coupled
-    alone = torch.cat([regularize_eps(eps[i:i + 1], gen(7), setting="diffusers") for i in range(2)])
-    assert not torch.allclose(regularize_eps(eps, gen(7), setting="diffusers"), alone, atol=1e-4)
+    alone = torch.cat([diffusers_compat.regularize_eps(eps[i:i + 1], gen(7)) for i in range(2)])
+    assert not torch.allclose(diffusers_compat.regularize_eps(eps, gen(7)), alone, atol=1e-4)
 
 
 def test_regularize_eps_under_no_grad_and_inference_mode_leaves_input_alone():
@@ -162,57 +161,6 @@ def test_regularize_eps_under_no_grad_and_inference_mode_leaves_input_alone():
         out_inference = regularize_eps(eps.clone(), gen())
     assert torch.equal(out, expected) and torch.equal(out_inference, expected)
     assert not out.requires_grad and torch.equal(eps, box_blurred(randn(1, 4, 16, 16)))
-
-
-# --- parity with diffusers 0.42.1 -------------------------------------------------------------------------------
-
-@pytest.mark.parametrize("shape", [(2, 4, 32, 32), (1, 4, 24, 40), (1, 4, 64, 64)])
-def test_diffusers_losses_match_auto_corr_loss_and_kl_divergence(shape):
-    eps = randn(*shape, seed=11)
-    g_ours, g_ref = gen(12), gen(12)
-    ours = pair_loss_diffusers(eps, g_ours)
-    ref = StableDiffusionPix2PixZeroPipeline.auto_corr_loss(None, eps, generator=g_ref)
-    assert abs(ours.item() - ref.item()) < 1e-6 and torch.equal(g_ours.get_state(), g_ref.get_state())
-    kl_ref = StableDiffusionPix2PixZeroPipeline.kl_divergence(None, eps)
-    assert abs(kl_loss_diffusers(eps).item() - kl_ref.item()) < 1e-6
-
-
-def tiny_pix2pix_zero_pipeline():
-    torch.manual_seed(0)
-    unet = UNet2DConditionModel(
-        sample_size=32, block_out_channels=(8, 16), layers_per_block=1, norm_num_groups=4, cross_attention_dim=8,
-        attention_head_dim=2, down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"))
-    vae = AutoencoderKL(block_out_channels=(4, 8), layers_per_block=1, norm_num_groups=4, latent_channels=4,
-                        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2)
-    schedule = dict(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, clip_sample=False,
-                    set_alpha_to_one=False)
-    pipe = StableDiffusionPix2PixZeroPipeline(
-        vae=vae, text_encoder=None, tokenizer=None, unet=unet, scheduler=DDIMScheduler(**schedule),
-        feature_extractor=None, safety_checker=None, inverse_scheduler=DDIMInverseScheduler(**schedule),
-        caption_generator=None, caption_processor=None, requires_safety_checker=False)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
-def test_diffusers_setting_matches_the_regularization_inside_pipeline_invert():
-    """Runs diffusers' own `invert` (batch 2, 32 x 32 latents) and records, at its UNet call, eps before the
-    regularization and the generator's state, and, at the scheduler step, eps after it."""
-    pipe, g = tiny_pix2pix_zero_pipeline(), gen(3)
-    before, after = [], []
-    pipe.unet.register_forward_hook(lambda m, args, out: before.append((out.sample.clone(), g.get_state())))
-    step = pipe.inverse_scheduler.step
-    pipe.inverse_scheduler.step = lambda eps, t, x, **kw: after.append(eps.clone()) or step(eps, t, x, **kw)
-    image, prompt_embeds = torch.rand(2, 3, 64, 64, generator=gen(1)), randn(2, 5, 8, seed=2)
-    pipe.invert(image=image, prompt_embeds=prompt_embeds, num_inference_steps=1, generator=g, output_type="pt")
-    assert len(before) == len(after) == 1
-    (eps, state), expected = before[0], after[0]
-    g_ours = torch.Generator()
-    g_ours.set_state(state)
-    out = regularize_eps(eps, g_ours, setting="diffusers")
-    assert (expected - eps).abs().max() > 0.1  # the regularization did something
-    assert (out - expected).abs().max() < 1e-6
-    assert torch.equal(g_ours.get_state(), g.get_state())
 
 
 # --- stability: steps that cannot overshoot (the paper setting) ---------------------------------------------------

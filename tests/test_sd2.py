@@ -368,7 +368,7 @@ def test_full_size_sd2_is_sd21():
 def test_v_prediction_pipeline_matches_diffusers_in_the_diffusers_setting(sd2, sd2_files, diffusers_pix2pix_zero):
     """Tiny SD 2.x folder predicting v: the regularized inversion (which steps the v output, as diffusers does)
     and the guided edit match diffusers' pipeline within 1e-4."""
-    from test_inversion import pipeline_parity
+    from test_diffusers_compat import pipeline_parity
     assert sd2.prediction_type == "v_prediction"
     (x_inv, ref_inv), (x_edit, ref_edit), _ = pipeline_parity(sd2, diffusers_pix2pix_zero(sd2_files[1]))
     torch.testing.assert_close(x_inv, ref_inv, atol=1e-4, rtol=0)

@@ -23,6 +23,7 @@ import torch
 from safetensors.torch import save_file
 
 from . import convert, openclip
+from ..tools.files import atomic_path
 from .clip_text import BPE_DIR, new_text_encoder, tiny_text_config
 from ..models.ddim import alphas_cumprod
 from ..models.text import clip_text_config
@@ -120,10 +121,8 @@ def make_checkpoint(out: str | os.PathLike, layout: str = "single", full_size: b
             sd |= {"cond_stage_model.transformer." + k: v for k, v in w_text.items()}
             sd["cond_stage_model.transformer.text_model.embeddings.position_ids"] = torch.arange(77)[None]
         sd |= {"betas": torch.zeros(1000), "alphas_cumprod": alphas_cumprod(), "model_ema.num_updates": torch.tensor(0)}
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(out.name + ".partial")
-        save_file(sd, tmp)
-        os.replace(tmp, out)
+        with atomic_path(out) as tmp:
+            save_file(sd, tmp)
         if prediction_type is not None:  # the original LDM config's one line that matters here
             v = "    parameterization: \"v\"\n" if prediction_type == "v_prediction" else ""
             out.with_suffix(".yaml").write_text(f"model:\n  target: ldm.models.diffusion.ddpm.LatentDiffusion\n"

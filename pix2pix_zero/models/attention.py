@@ -28,7 +28,8 @@ class Attention(nn.Module):
     """h-head attention of x (B, N, query_dim) over context (B, L, context_dim); self-attention if no context.
 
     While `store` is a dict (see `record_cross_attention`), the probabilities are computed explicitly,
-    kept differentiable and written to store[store_name]; otherwise the fused kernel runs.
+    kept differentiable and written to store[store_name]. While `explicit` is set (see
+    `explicit_cross_attention`) they are computed the same way but not kept. Otherwise the fused kernel runs.
     """
 
     def __init__(self, query_dim: int, context_dim: int | None, heads: int, head_dim: int, bias: bool = False):
@@ -42,17 +43,45 @@ class Attention(nn.Module):
         self.to_out = nn.ModuleList([nn.Linear(inner, query_dim)])
         self.store: dict[str, torch.Tensor] | None = None
         self.store_name = ""
+        self.explicit = False
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         context = x if context is None else context
         q, k, v = (rearrange(t, "b n (h d) -> b h n d", h=self.heads)
                    for t in (self.to_q(x), self.to_k(context), self.to_v(context)))
-        if self.store is not None:
-            M = self.store[self.store_name] = attention_probs(q, k)  # (B, h, N, L)
+        if self.store is not None or self.explicit:
+            M = attention_probs(q, k)  # (B, h, N, L)
+            if self.store is not None:
+                self.store[self.store_name] = M
             out = M @ v
         else:
             out = F.scaled_dot_product_attention(q, k, v)
         return self.to_out[0](rearrange(out, "b h n d -> b n (h d)"))
+
+
+def cross_attention_layers(model: nn.Module) -> list[tuple[str, Attention]]:
+    layers = [(name, m) for name, m in model.named_modules() if isinstance(m, Attention) and m.is_cross]
+    if not layers:
+        raise ValueError(f"{type(model).__name__} has no cross-attention layers")
+    return layers
+
+
+@contextmanager
+def explicit_cross_attention(model: nn.Module) -> Iterator[None]:
+    """Run every cross-attention layer of `model` through the explicit softmax (`attention_probs`) instead of
+    the fused kernel, without keeping the maps; restored on exit.
+
+    The two paths agree to float rounding only. A prediction that must equal one made while recording (the
+    edit trajectory's, against the reference's) runs under this switch.
+    """
+    layers = cross_attention_layers(model)
+    for _, layer in layers:
+        layer.explicit = True
+    try:
+        yield
+    finally:
+        for _, layer in layers:
+            layer.explicit = False
 
 
 @contextmanager
@@ -64,9 +93,7 @@ def record_cross_attention(model: nn.Module) -> Iterator[dict[str, torch.Tensor]
     'down_blocks.0.attentions.0.transformer_blocks.0.attn2'. Gradients flow through the stored maps.
     """
     maps: dict[str, torch.Tensor] = {}
-    layers = [(name, m) for name, m in model.named_modules() if isinstance(m, Attention) and m.is_cross]
-    if not layers:
-        raise ValueError(f"{type(model).__name__} has no cross-attention layers to record")
+    layers = cross_attention_layers(model)
     for name, layer in layers:
         layer.store, layer.store_name = maps, name
     try:

@@ -76,8 +76,8 @@ def inversion_schedule(num_steps: int, alpha_bar: torch.Tensor,
     # NOTE(official): the authors' inversion (pix2pix-zero src/utils/ddim_inv.py + scheduler.py) differs:
     # it runs only timesteps.flip(0)[1:-1], i.e. N - 2 steps t = 1 + r, ..., 1 + (N-2) r with r = T // N,
     # and reads alpha_bar[t - 1] -> alpha_bar[t - 1 + r] (N = 50: UNet t = 21..961, levels [20] -> [980]),
-    # then edits with the ordinary sampling schedule from t = 981. That `paper` schedule is built in the
-    # editing module from `ddim_timesteps` and `alpha_bar`; this module only provides the exact reverse.
+    # then edits with the ordinary sampling schedule from t = 981. We do not reproduce that schedule: both
+    # settings invert with this exact reverse of sampling.
     return sampling_schedule(num_steps, alpha_bar, steps_offset)[::-1]
 
 

@@ -19,12 +19,14 @@ from pathlib import Path
 import torch
 
 from ..config import EditConfig
-from ..directions import TEMPLATES, edit_direction
-from ..editing import decode_latents, edit, initial_noise
+from ..directions import TEMPLATES
+from ..models.sd import StableDiffusion
+from ..pipeline import edit_image, setting_rules
+from .files import atomic_path
 from .heatmap import WordAttention, word_token_indices
 from .image import fit_size, load_image, save_png, side_by_side, tensor_to_pil
-from ..inversion import Inversion, encode_image, invert
-from ..models.sd import StableDiffusion
+from .inversion_file import Inversion
+from .sentences import word_direction
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
 
@@ -72,6 +74,7 @@ def versions() -> dict[str, str]:
 
 def settings_record(sd: StableDiffusion, job: Job, config: EditConfig, input_name: str, caption: str,
                     negative: str, target: str, target_sentences: str | None, size: tuple[int, int]) -> dict:
+    """Everything that decides one edit's output: compared with the saved record to skip edits already done."""
     dtype = next(sd.unet.parameters()).dtype
     return {"input": input_name, "caption": caption, "negative_prompt": negative, "source": job.source,
             "target": target, "source_sentences": job.source_sentences or f"built-in ({len(TEMPLATES)} templates)",
@@ -84,9 +87,8 @@ def settings_record(sd: StableDiffusion, job: Job, config: EditConfig, input_nam
 
 
 def write_json(record: dict, path: Path) -> Path:
-    tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
     return path
 
 
@@ -105,14 +107,13 @@ class Source:
     stem: str
     caption: str
     real: bool
-    image: torch.Tensor | None  # (1, 3, H, W) in [-1, 1]; None until a synthetic image is generated
-    x_inv: torch.Tensor | None  # None: invert the image first
+    image: torch.Tensor | None  # (1, 3, H, W) in [-1, 1] to invert; None for a reloaded inversion or synthetic
+    inverted: tuple[torch.Tensor, torch.Tensor] | None  # (x0, x_inv) of a reloaded inversion
     latent_hw: tuple[int, int]
     inverted_with: dict | None = None  # the settings of a reloaded inversion
 
 
 def load_source(sd: StableDiffusion, job: Job, config: EditConfig, image_path, inversion_path, stem) -> Source:
-    device, dtype = sd.unet.conv_in.weight.device, sd.unet.conv_in.weight.dtype
     if inversion_path is not None:
         inv = Inversion.load(inversion_path)
         made = {"checkpoint": inv.checkpoint, "num_steps": inv.settings.get("num_steps"),
@@ -122,15 +123,13 @@ def load_source(sd: StableDiffusion, job: Job, config: EditConfig, image_path, i
             if made[key] != wanted[key]:
                 raise ValueError(f"{inversion_path}: inverted with {key} {made[key]}, but this run has {wanted[key]}; "
                                  "edit it with the same --weights, --steps and --prediction-type")
-        x_inv = inv.x_inv.to(device=device, dtype=dtype)
-        image = decode_latents(sd, inv.x0.to(device=device, dtype=dtype))
-        return Source(stem or Path(inversion_path).stem.removesuffix("-inversion"), inv.caption, True, image, x_inv,
-                      tuple(x_inv.shape[-2:]), inv.settings)
+        return Source(stem or Path(inversion_path).stem.removesuffix("-inversion"), inv.caption, True, None,
+                      (inv.x0, inv.x_inv), tuple(inv.x_inv.shape[-2:]), inv.settings)
     if image_path is not None:
         if not job.prompt:
             raise ValueError(f"{image_path}: no caption: pass --prompt \"a photo of a ...\" (automatic captioning "
                              "is not available yet)")
-        image = load_image(image_path, job.size).to(device=device, dtype=dtype)
+        image = load_image(image_path, job.size)
         return Source(stem or Path(image_path).stem, job.prompt, True, image, None,
                       (image.shape[-2] // 8, image.shape[-1] // 8))
     if not job.prompt:
@@ -145,10 +144,10 @@ def run(sd: StableDiffusion, job: Job, config: EditConfig, out_dir: str | os.Pat
         stem: str | None = None, progress: bool = True) -> list[Path]:
     """Edit one input (an image file, a saved inversion, or neither: a synthetic image); returns files written."""
     out_dir = Path(out_dir)
-    generator = torch.Generator().manual_seed(config.seed)
+    config = setting_rules(config)
     src = load_source(sd, job, config, image_path, inversion_path, stem)
     negative = job.negative_prompt if job.negative_prompt is not None else (src.caption if src.real else "")
-    targets = list(zip(job.targets, job.target_sentences or [None] * len(job.targets)))
+    targets = list(zip(job.targets, job.target_sentences or [None] * len(job.targets), strict=True))
     bases = {target: f"{src.stem}-{safe_name(job.source)}2{safe_name(target)}" for target, _ in targets}
     size = (src.latent_hw[1] * 8, src.latent_hw[0] * 8)
     records = {target: settings_record(sd, job, config, str(image_path or inversion_path or "synthetic"),
@@ -159,7 +158,7 @@ def run(sd: StableDiffusion, job: Job, config: EditConfig, out_dir: str | os.Pat
     todo = [(t, s) for t, s in targets if not done(out_dir, bases[t], records[t])]
     if not todo:
         return []
-    invert_now = src.real and src.x_inv is None
+    invert_now = src.image is not None
     outputs = [out_dir / f"{b}{ext}" for b in bases.values() for ext in (".png", ".json", "-side_by_side.png")]
     outputs += [out_dir / f"{src.stem}-reconstruction.png"]
     outputs += [out_dir / f"{src.stem}-inversion.safetensors"] if invert_now else []
@@ -167,20 +166,7 @@ def run(sd: StableDiffusion, job: Job, config: EditConfig, out_dir: str | os.Pat
     for p in outputs:
         if p.resolve() in protected:
             raise ValueError(f"{p}: an output would overwrite an input; choose another --out")
-    # Everything is computed before anything is written: an image that fails (e.g. NaN at some step) leaves no
-    # file under a final name, so a later run redoes it.
-    c, c_neg = sd.encode_text([src.caption]), sd.encode_text([negative])
-    x_inv, image, inversion = src.x_inv, src.image, None
-    if invert_now:
-        posterior = "sample" if config.setting == "diffusers" else config.posterior
-        x0 = encode_image(sd, image, posterior, generator)
-        x_inv = invert(sd, x0, c, config, generator, progress)
-        settings = config.to_dict() | {"prediction_type": sd.prediction_type}
-        inversion = Inversion(x_inv, x0, src.caption, sd.identity, settings)
-    elif not src.real:
-        x_inv = initial_noise((1, 4, *src.latent_hw), generator, c.device, c.dtype)
 
-    delta_cs = [edit_direction(sd, job.source, t, job.source_sentences, s, job.cache_dir) for t, s in todo]
     heat = None
     if job.save_attention:
         tokens = word_token_indices(sd.tokenizer, src.caption, job.source)
@@ -188,21 +174,25 @@ def run(sd: StableDiffusion, job: Job, config: EditConfig, out_dir: str | os.Pat
             heat = WordAttention(tokens, src.latent_hw)
         else:
             print(f"note: '{job.source}' is not a word of the caption '{src.caption}'; no attention map saved")
-    x_ref, x_edits = edit(sd, x_inv, c, delta_cs, c_neg, config, progress, on_reference=heat)
-    reconstruction = decode_latents(sd, x_ref)
-    if image is None:  # synthetic: the reference trajectory is the generated image
-        image = reconstruction
-    edits = [tensor_to_pil(decode_latents(sd, x_edit)) for x_edit in x_edits]
+    directions = [word_direction(sd, job.source, t, job.source_sentences, s, job.cache_dir) for t, s in todo]
+    # Everything is computed before anything is written: an image that fails (e.g. NaN at some step) leaves no
+    # file under a final name, so a later run redoes it.
+    result = edit_image(sd, src.image, src.caption, job.source, [t for t, _ in todo], config,
+                        torch.Generator().manual_seed(config.seed), directions=directions, negative_prompt=negative,
+                        inverted=src.inverted, size=size[::-1], on_reference=heat, progress=progress)
 
-    out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    if inversion is not None:
-        written.append(inversion.save(out_dir / f"{src.stem}-inversion.safetensors"))
-    written.append(save_png(tensor_to_pil(reconstruction), out_dir / f"{src.stem}-reconstruction.png"))
+    if invert_now:
+        settings = result.settings["config"] | {"prediction_type": sd.prediction_type}
+        written.append(Inversion(result.x_inv, result.x0, src.caption, sd.identity, settings)
+                       .save(out_dir / f"{src.stem}-inversion.safetensors"))
+    reconstruction = tensor_to_pil(result.reconstruction)
+    written.append(save_png(reconstruction, out_dir / f"{src.stem}-reconstruction.png"))
     if heat is not None:
-        written.append(save_png(heat.overlay(image), out_dir / f"{src.stem}-attention-{safe_name(job.source)}.png"))
-    for (target, _), edited in zip(todo, edits):
-        triptych = side_by_side([tensor_to_pil(image), tensor_to_pil(reconstruction), edited])
+        written.append(save_png(heat.overlay(result.image), out_dir / f"{src.stem}-attention-{safe_name(job.source)}.png"))
+    for (target, _), edit in zip(todo, result.edits, strict=True):
+        edited = tensor_to_pil(edit)
+        triptych = side_by_side([tensor_to_pil(result.image), reconstruction, edited])
         written.append(save_png(triptych, out_dir / f"{bases[target]}-side_by_side.png"))
         written.append(save_png(edited, out_dir / f"{bases[target]}.png"))
         written.append(write_json(records[target], out_dir / f"{bases[target]}.json"))

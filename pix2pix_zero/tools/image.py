@@ -11,6 +11,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .files import atomic_path
+
 MULTIPLE = 64
 
 
@@ -58,9 +60,6 @@ def side_by_side(images: list[Image.Image]) -> Image.Image:
 
 def save_png(im: Image.Image, path: str | os.PathLike) -> Path:
     """Write a PNG atomically (a temporary file renamed into place), so no half-written file is ever left."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial")
-    im.save(tmp, format="PNG")
-    os.replace(tmp, path)
-    return path
+    with atomic_path(path) as tmp:
+        im.save(tmp, format="PNG")
+    return Path(path)

@@ -1,0 +1,90 @@
+"""The whole method in one call: `edit_image` encodes and inverts the image, builds the edit directions, runs
+the reference and the edits in lockstep, and decodes them (pix2pix-zero, arXiv:2302.03027, Algorithm 1).
+
+The command line, the benchmarks, the tests and the README's example all go through it. It picks the paper's
+functions or diffusers_compat's by `config.setting`, applies that setting's rules, and returns the settings it
+actually used. Images are (1, 3, H, W) in [-1, 1]; latents (1, 4, H/8, W/8).
+"""
+from dataclasses import dataclass, replace
+from typing import Callable
+
+import torch
+
+from . import diffusers_compat, editing, inversion
+from .config import EditConfig
+from .directions import edit_direction, template_sentences
+from .editing import decode_latents, initial_noise
+from .models.sd import StableDiffusion
+
+
+@dataclass
+class EditResult:
+    image: torch.Tensor  # the input, or for a synthetic run the generated image (= reconstruction)
+    reconstruction: torch.Tensor  # the reference trajectory decoded, D(x_ref)
+    edits: list[torch.Tensor]  # one decoded edit per target
+    x0: torch.Tensor | None  # the encoded input (None for a synthetic run)
+    x_inv: torch.Tensor  # where both trajectories start
+    x_ref: torch.Tensor
+    x_edits: list[torch.Tensor]
+    settings: dict  # what the run used: config (the setting's rules applied), prompts, words, model
+
+
+def setting_rules(config: EditConfig) -> EditConfig:
+    """The config a run actually uses: `posterior` None becomes the setting's (paper: mean; diffusers: sample)."""
+    if config.posterior is not None:
+        return config
+    return replace(config, posterior=diffusers_compat.POSTERIOR if config.setting == "diffusers" else "mean")
+
+
+def edit_image(sd: StableDiffusion, image: torch.Tensor | None, caption: str, source: str, targets: list[str],
+               config: EditConfig, generator: torch.Generator, *, directions: list[torch.Tensor] | None = None,
+               negative_prompt: str | None = None, inverted: tuple[torch.Tensor, torch.Tensor] | None = None,
+               size: tuple[int, int] | None = None,
+               on_reference: Callable[[int, dict[str, torch.Tensor]], None] | None = None,
+               progress: bool = True) -> EditResult:
+    """Edit from the word `source` to each word of `targets` (e.g. "cat" -> ["dog", "fox"]), keeping the image.
+
+    What is edited, one of:
+      image (1, 3, H, W) in [-1, 1]: a real image, encoded and inverted;
+      image None, inverted = (x0, x_inv): a saved inversion (its input is taken to be D(x0));
+      image None, size = (H, W) in pixels: a synthetic image, generated from seeded x_T with the caption.
+    caption: c, what the image shows (or the synthetic prompt). negative_prompt: c_neg for classifier-free
+    guidance; default: the caption for real images (as the authors), "" for synthetic ones.
+    directions: delta_c (1, L, D) per target, e.g. from tools.sentences with its cache; default: computed
+    here from the built-in template sentences.
+    generator draws everything random, in this order: the posterior sample (if the setting samples), the
+    regularizer's shifts, x_T (synthetic).
+    """
+    config = setting_rules(config)
+    diffusers = config.setting == "diffusers"
+    real = image is not None or inverted is not None
+    device, dtype = sd.unet.conv_in.weight.device, sd.unet.conv_in.weight.dtype
+    negative = negative_prompt if negative_prompt is not None else (caption if real else "")
+    c, c_neg = sd.encode_text([caption]), sd.encode_text([negative])  # (1, L, D)
+
+    x0 = None
+    if image is not None:
+        x0 = inversion.encode_image(sd, image.to(device, dtype), config.posterior, generator)
+        invert = diffusers_compat.invert if diffusers else inversion.invert
+        x_inv = invert(sd, x0, c, config, generator, progress)
+    elif inverted is not None:
+        x0, x_inv = (x.to(device, dtype) for x in inverted)
+    elif size is not None:
+        x_inv = initial_noise((1, 4, size[0] // 8, size[1] // 8), generator, device, dtype)
+    else:
+        raise ValueError("edit_image needs an image, a saved inversion (inverted=) or a synthetic size (size=)")
+
+    if directions is None:
+        directions = [edit_direction(sd, template_sentences(source), template_sentences(target)) for target in targets]
+    if len(directions) != len(targets):
+        raise ValueError(f"{len(targets)} targets but {len(directions)} directions")
+    edit = diffusers_compat.edit if diffusers else editing.edit
+    x_ref, x_edits = edit(sd, x_inv, c, directions, c_neg, config, progress, on_reference)
+
+    reconstruction = decode_latents(sd, x_ref)
+    if image is None:
+        image = decode_latents(sd, x0) if x0 is not None else reconstruction
+    settings = {"config": config.to_dict(), "caption": caption, "negative_prompt": negative, "source": source,
+                "targets": list(targets), "prediction_type": sd.prediction_type, "family": sd.family}
+    return EditResult(image, reconstruction, [decode_latents(sd, x) for x in x_edits], x0, x_inv, x_ref, x_edits,
+                      settings)
