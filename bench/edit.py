@@ -2,8 +2,8 @@
 
 python bench/edit.py [--dir /tmp/p2p0_bench] [--size 256] [--steps 3] [--device cpu]
 
-Full-size SD 1.5-shaped random weights (written once by pix2pix_zero.loading.random_checkpoint, fp16, loaded at fp32), the same
-image, caption and sentences on both sides, each side in a fresh process: wall time of inversion and of
+Full-size SD 1.5-shaped random weights (written once by pix2pix_zero.loading.random_checkpoint, fp16, loaded at
+fp32), the same image, caption and sentences on both sides, each side in a fresh process: wall time of inversion and of
 editing, and peak RSS of the whole run. Ours runs in the `diffusers` setting (the same work, step for step)
 and in the `paper` setting. Random weights make the pictures meaningless; the cost is the real one.
 """
@@ -43,19 +43,19 @@ if which == "reference":
          output_type="latent", generator=torch.Generator().manual_seed(0))
     t2 = time.perf_counter()
 else:
-    from pix2pix_zero.loading.load import load_sd
-    from pix2pix_zero.config import EditConfig
-    from pix2pix_zero.inversion import encode_image, invert
-    from pix2pix_zero.editing import edit
-    from pix2pix_zero.tools.image import pil_to_tensor
+    from pix2pix_zero import EditConfig, load_sd
     from pix2pix_zero.directions import mean_embedding
+    from pix2pix_zero.inversion import encode_image
+    from pix2pix_zero.pipeline import setting_functions, setting_rules
+    from pix2pix_zero.tools.image import pil_to_tensor
     sd = load_sd(single, device=device)
-    config = EditConfig(setting=which, num_steps=steps)
+    config = setting_rules(EditConfig(setting=which, num_steps=steps))
+    invert, edit = setting_functions(config)  # what edit_image runs, timed in two parts
     g = torch.Generator().manual_seed(0)
     t0 = time.perf_counter()
     c = sd.encode_text([caption])
-    posterior = "sample" if which == "diffusers" else "mean"
-    x_inv = invert(sd, encode_image(sd, pil_to_tensor(image).to(device), posterior, g), c, config, g, progress=False)
+    x_inv = invert(sd, encode_image(sd, pil_to_tensor(image).to(device), config.posterior, g), c, config, g,
+                   progress=False)
     t1 = time.perf_counter()
     delta_c = mean_embedding(sd, tgt) - mean_embedding(sd, src)
     edit(sd, x_inv, c, [delta_c], c, config, progress=False)

@@ -65,9 +65,10 @@ def random_shifts(eps: torch.Tensor, generator: torch.Generator) -> list[list[to
     for eta in noise_pyramid(eps):
         shifts.append([torch.randint(1, (eta.shape[dim] + 1) // 2, (eta.shape[1],), generator=generator,
                                      device=generator.device) for dim in (-2, -1)])
-    # NOTE(official): the authors' code draws randrange(S_p // 2), shift 0 included, in the version of
-    # ddim_inv.py from Feb 2023 (and so does diffusers); their Sep 2024 change draws randrange(1, S_p // 2).
-    # rho(0)^2 is the squared second moment: it pulls the variance to 0, against L_KL. We never draw 0.
+    # NOTE(official): the authors' src/utils/ddim_inv.py drew randrange(S_p // 2), shift 0 included, from its
+    # first release (25b8857, Feb 2023) until commit ec33392 (Sep 2024), which draws randrange(1, S_p // 2)
+    # like us; diffusers 0.42.1 still draws 0. rho(0)^2 is the squared second moment: it pulls the variance
+    # to 0, against L_KL. Their shifts are unseeded and shared by both axes; ours are per axis and seeded.
     return shifts
 
 

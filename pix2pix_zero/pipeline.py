@@ -36,6 +36,13 @@ def setting_rules(config: EditConfig) -> EditConfig:
     return replace(config, posterior=diffusers_compat.POSTERIOR if config.setting == "diffusers" else "mean")
 
 
+def setting_functions(config: EditConfig) -> tuple[Callable, Callable]:
+    """(invert, edit) of the config's setting: the paper's, or diffusers_compat's."""
+    if config.setting == "diffusers":
+        return diffusers_compat.invert, diffusers_compat.edit
+    return inversion.invert, editing.edit
+
+
 def edit_image(sd: StableDiffusion, image: torch.Tensor | None, caption: str, source: str, targets: list[str],
                config: EditConfig, generator: torch.Generator, *, directions: list[torch.Tensor] | None = None,
                negative_prompt: str | None = None, inverted: tuple[torch.Tensor, torch.Tensor] | None = None,
@@ -56,7 +63,7 @@ def edit_image(sd: StableDiffusion, image: torch.Tensor | None, caption: str, so
     regularizer's shifts, x_T (synthetic).
     """
     config = setting_rules(config)
-    diffusers = config.setting == "diffusers"
+    invert, edit = setting_functions(config)
     real = image is not None or inverted is not None
     device, dtype = sd.unet.conv_in.weight.device, sd.unet.conv_in.weight.dtype
     negative = negative_prompt if negative_prompt is not None else (caption if real else "")
@@ -65,7 +72,6 @@ def edit_image(sd: StableDiffusion, image: torch.Tensor | None, caption: str, so
     x0 = None
     if image is not None:
         x0 = inversion.encode_image(sd, image.to(device, dtype), config.posterior, generator)
-        invert = diffusers_compat.invert if diffusers else inversion.invert
         x_inv = invert(sd, x0, c, config, generator, progress)
     elif inverted is not None:
         x0, x_inv = (x.to(device, dtype) for x in inverted)
@@ -78,7 +84,6 @@ def edit_image(sd: StableDiffusion, image: torch.Tensor | None, caption: str, so
         directions = [edit_direction(sd, template_sentences(source), template_sentences(target)) for target in targets]
     if len(directions) != len(targets):
         raise ValueError(f"{len(targets)} targets but {len(directions)} directions")
-    edit = diffusers_compat.edit if diffusers else editing.edit
     x_ref, x_edits = edit(sd, x_inv, c, directions, c_neg, config, progress, on_reference)
 
     reconstruction = decode_latents(sd, x_ref)

@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow  # every test here runs the command in a subprocess
 
 
 def cli(*args, cwd):

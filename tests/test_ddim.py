@@ -108,7 +108,7 @@ def test_inverse_step_undoes_step_given_same_eps(num_steps):
 def test_inversion_schedule_is_exact_reverse_of_sampling(num_steps):
     alpha_bar = alphas_cumprod()
     forward, inverse = sampling_schedule(num_steps, alpha_bar), inversion_schedule(num_steps, alpha_bar)
-    for (t, a_t, a_prev), (t_inv, a_t_inv, a_prev_inv) in zip(forward[::-1], inverse):
+    for (t, a_t, a_prev), (t_inv, a_t_inv, a_prev_inv) in zip(forward[::-1], inverse, strict=True):
         assert t == t_inv and torch.equal(a_t, a_t_inv) and torch.equal(a_prev, a_prev_inv)
 
 

@@ -11,6 +11,7 @@ from pix2pix_zero.inversion import encode_image, invert
 from pix2pix_zero.tools.inversion_file import Inversion
 
 
+@pytest.mark.slow
 def test_inversion_then_sampling_reconstructs_better_as_steps_grow(sd):
     """Regularizer off, guidance 1: invert x0, then sample back with the same prompt.
 
@@ -57,6 +58,7 @@ def test_inversion_file_round_trips_and_bad_files_are_named(tmp_path):
     path = inv.save(tmp_path / "cat-inversion.safetensors")
     back = Inversion.load(path)
     torch.testing.assert_close(back.x_inv, inv.x_inv, atol=0, rtol=0)
+    torch.testing.assert_close(back.x0, inv.x0, atol=0, rtol=0)
     assert (back.caption, back.checkpoint, back.settings) == (inv.caption, inv.checkpoint, inv.settings)
     assert not list(tmp_path.glob("*.partial"))
     bad = tmp_path / "bad.safetensors"

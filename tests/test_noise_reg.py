@@ -46,7 +46,7 @@ def test_pyramid_levels_follow_the_stopping_rules(hw, paper, diffusers):
 
 def test_pyramid_keeps_white_noise_at_unit_variance_only_in_paper_setting():
     eps = randn(8, 4, 64, 64)
-    for p, (eta, eta_d) in enumerate(zip(noise_pyramid(eps), diffusers_compat.noise_pyramid(eps))):
+    for p, (eta, eta_d) in enumerate(zip(noise_pyramid(eps), diffusers_compat.noise_pyramid(eps), strict=True)):
         assert abs(eta.var().item() - 1) < 0.1
         assert abs(eta_d.var().item() * 4**p - 1) < 0.1
         torch.testing.assert_close(eta, 2**p * eta_d)

@@ -365,6 +365,7 @@ def test_full_size_sd2_is_sd21():
 
 # --- v-prediction through the method --------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_v_prediction_pipeline_matches_diffusers_in_the_diffusers_setting(sd2, sd2_files, diffusers_pix2pix_zero):
     """Tiny SD 2.x folder predicting v: the regularized inversion (which steps the v output, as diffusers does)
     and the guided edit match diffusers' pipeline within 1e-4."""

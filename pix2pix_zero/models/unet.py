@@ -70,11 +70,11 @@ class ResnetBlock2D(nn.Module):
         self.conv_shortcut = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else None
 
     def forward(self, x: torch.Tensor, temb: torch.Tensor | None = None) -> torch.Tensor:
-        h = self.conv1(F.silu(self.norm1(x)))
+        hidden = self.conv1(F.silu(self.norm1(x)))
         if self.time_emb_proj is not None:
-            h = h + self.time_emb_proj(F.silu(temb))[:, :, None, None]
-        h = self.conv2(F.silu(self.norm2(h)))
-        return (x if self.conv_shortcut is None else self.conv_shortcut(x)) + h
+            hidden = hidden + self.time_emb_proj(F.silu(temb))[:, :, None, None]
+        hidden = self.conv2(F.silu(self.norm2(hidden)))
+        return (x if self.conv_shortcut is None else self.conv_shortcut(x)) + hidden
 
 
 class GEGLU(nn.Module):
@@ -131,19 +131,19 @@ class Transformer2DModel(nn.Module):
 
     def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         H, W = x.shape[-2:]
-        h = self.norm(x)
+        hidden = self.norm(x)
         if not self.linear:
-            h = self.proj_in(h)
-        h = rearrange(h, "b c h w -> b (h w) c")
+            hidden = self.proj_in(hidden)
+        hidden = rearrange(hidden, "b c H W -> b (H W) c")
         if self.linear:
-            h = self.proj_in(h)
-        h = self.transformer_blocks[0](h, context)
+            hidden = self.proj_in(hidden)
+        hidden = self.transformer_blocks[0](hidden, context)
         if self.linear:
-            h = self.proj_out(h)
-        h = rearrange(h, "b (h w) c -> b c h w", h=H, w=W)
+            hidden = self.proj_out(hidden)
+        hidden = rearrange(hidden, "b (H W) c -> b c H W", H=H, W=W)
         if not self.linear:
-            h = self.proj_out(h)
-        return x + h
+            hidden = self.proj_out(hidden)
+        return x + hidden
 
 
 class Downsample2D(nn.Module):

@@ -58,10 +58,10 @@ class SpatialSelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         H, W = x.shape[-2:]
-        h = rearrange(self.group_norm(x), "b c h w -> b 1 (h w) c")
-        h = F.scaled_dot_product_attention(self.to_q(h), self.to_k(h), self.to_v(h))
-        h = rearrange(self.to_out[0](h), "b 1 (h w) c -> b c h w", h=H, w=W)
-        return x + h
+        hidden = rearrange(self.group_norm(x), "b c H W -> b 1 (H W) c")
+        hidden = F.scaled_dot_product_attention(self.to_q(hidden), self.to_k(hidden), self.to_v(hidden))
+        hidden = rearrange(self.to_out[0](hidden), "b 1 (H W) c -> b c H W", H=H, W=W)
+        return x + hidden
 
 
 class MidBlock(nn.Module):

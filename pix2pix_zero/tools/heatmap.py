@@ -1,7 +1,7 @@
 """Heat maps of one word's cross-attention over the image, summed over layers, heads and denoising steps.
 
 Used by `train_free_edit.py --save-attention` to show where the reference trajectory attends to the source
-word (the maps M_t^ref of arXiv:2302.03027, sec. 3.3). Every layer's (h_l * w_l) map is resized to the
+word (the maps M_t^ref of arXiv:2302.03027, sec. 3.3). Every layer's (H_l * W_l) map is resized to the
 image's size before summing, so coarse and fine layers count alike.
 """
 import torch
@@ -25,16 +25,16 @@ class WordAttention:
     """Accumulates the attention to `token_indices` of the last batch row; call it with each step's maps."""
 
     def __init__(self, token_indices: list[int], latent_hw: tuple[int, int]):
-        self.tokens, (self.h, self.w) = token_indices, latent_hw
+        self.tokens, (self.H, self.W) = token_indices, latent_hw
         self.total: torch.Tensor | None = None
 
     def __call__(self, t: int, maps: dict[str, torch.Tensor]) -> None:
         for M in maps.values():  # (B, heads, N, L)
             N = M.shape[2]
-            scale = (self.h * self.w / N) ** 0.5
+            scale = (self.H * self.W / N) ** 0.5
             a = M[-1, :, :, self.tokens].float().mean(0).sum(-1)  # (N,)
-            a = a.reshape(1, 1, round(self.h / scale), round(self.w / scale))
-            a = F.interpolate(a, size=(self.h, self.w), mode="bilinear", align_corners=False)[0, 0]
+            a = a.reshape(1, 1, round(self.H / scale), round(self.W / scale))
+            a = F.interpolate(a, size=(self.H, self.W), mode="bilinear", align_corners=False)[0, 0]
             self.total = a if self.total is None else self.total + a
 
     def overlay(self, image: torch.Tensor) -> Image.Image:
