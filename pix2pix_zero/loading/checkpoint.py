@@ -7,6 +7,7 @@ weights at the target dtype. Pickled checkpoints (.ckpt, .pt, .bin) are refused,
 """
 import hashlib
 import json
+import math
 import os
 import struct
 from collections import Counter
@@ -44,7 +45,8 @@ class SafetensorsFile:
         with open(self.path, "rb") as f:
             head = f.read(8)
             if head[:2] == b"PK" or head[:1] == b"\x80":
-                raise CheckpointError(f"{self.path}: this is a PyTorch pickle checkpoint, not safetensors.\n{PICKLE_HELP}")
+                raise CheckpointError(f"{self.path}: this is a PyTorch pickle checkpoint, not safetensors.\n"
+                                      f"{PICKLE_HELP}")
             if len(head) < 8:
                 raise CheckpointError(f"{self.path}: not a safetensors file ({size} bytes, too short for a header)")
             (n,) = struct.unpack("<Q", head)
@@ -54,23 +56,49 @@ class SafetensorsFile:
             self.header_bytes = f.read(n)
         try:
             header = json.loads(self.header_bytes)
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
             raise CheckpointError(f"{self.path}: corrupt safetensors header ({e})") from None
+        if not isinstance(header, dict):
+            raise CheckpointError(f"{self.path}: corrupt safetensors header "
+                                  f"(a JSON {type(header).__name__}, not an object)")
         self.metadata = header.pop("__metadata__", None) or {}
         self.data_start = 8 + n
         self.entries: dict[str, tuple[torch.dtype, tuple[int, ...], int, int]] = {}
         for key, e in header.items():
-            try:
-                dtype, shape, (begin, end) = DTYPES[e["dtype"]], tuple(e["shape"]), e["data_offsets"]
-            except (KeyError, TypeError, ValueError):
-                raise CheckpointError(f"{self.path}: corrupt header entry for {key!r}: {e}") from None
-            if self.data_start + end > size:
-                raise CheckpointError(f"{self.path}: truncated file: tensor {key!r} ends at byte "
-                                      f"{self.data_start + end} but the file has {size} bytes (re-download it)")
-            nbytes = dtype.itemsize * int(torch.Size(shape).numel())
-            if end - begin != nbytes:
-                raise CheckpointError(f"{self.path}: corrupt header: {key!r} has {end - begin} bytes for shape {shape}")
-            self.entries[key] = (dtype, shape, begin, end)
+            self.entries[key] = self.check_entry(key, e, size - self.data_start)
+        spans = sorted((begin, end, key) for key, (_, _, begin, end) in self.entries.items() if end > begin)
+        for (_, end, a), (begin, _, b) in zip(spans, spans[1:]):
+            if begin < end:
+                raise CheckpointError(f"{self.path}: corrupt header: the bytes of {a!r} and {b!r} overlap")
+
+    def check_entry(self, key: str, e, data_size: int) -> tuple[torch.dtype, tuple[int, ...], int, int]:
+        """(dtype, shape, begin, end) of one header entry, every field checked against the file before any
+        tensor is allocated: a known dtype, non-negative integer dimensions, 0 <= begin <= end <= data size,
+        and exactly dtype size x prod(shape) bytes."""
+        def bad(problem: str) -> CheckpointError:
+            return CheckpointError(f"{self.path}: corrupt header entry for {key!r}: {problem} ({str(e)[:200]})")
+
+        if not isinstance(e, dict) or not {"dtype", "shape", "data_offsets"} <= set(e):
+            raise bad("not an object with dtype, shape and data_offsets")
+        if e["dtype"] not in DTYPES:
+            raise bad(f"unknown dtype {e['dtype']!r} (known: {', '.join(DTYPES)})")
+        shape, offsets = e["shape"], e["data_offsets"]
+        is_int = lambda v: isinstance(v, int) and not isinstance(v, bool)  # noqa: E731
+        if not isinstance(shape, list) or not all(is_int(d) and d >= 0 for d in shape):
+            raise bad("shape must be a list of non-negative integers")
+        if not isinstance(offsets, list) or len(offsets) != 2 or not all(is_int(o) for o in offsets):
+            raise bad("data_offsets must be two integers")
+        begin, end = offsets
+        if not 0 <= begin <= end:
+            raise bad(f"data_offsets [{begin}, {end}] are not 0 <= begin <= end")
+        if end > data_size:
+            raise CheckpointError(f"{self.path}: truncated file: tensor {key!r} ends at byte {self.data_start + end} "
+                                  f"but the file has {self.data_start + data_size} bytes (re-download it)")
+        dtype = DTYPES[e["dtype"]]
+        nbytes = dtype.itemsize * math.prod(shape)  # Python integers: an absurd shape cannot overflow
+        if end - begin != nbytes:
+            raise bad(f"{end - begin} bytes for shape {tuple(shape)} of {e['dtype']} ({nbytes} bytes)")
+        return dtype, tuple(shape), begin, end
 
     def keys(self) -> list[str]:
         return list(self.entries)
