@@ -84,7 +84,8 @@ def filter_sentences(texts: list[str], word: str, seen: set[str]) -> tuple[list[
 
 @torch.no_grad()
 def generate_sentences(lm: LanguageModel, word: str, n: int, seed: int = 0, batch_size: int = 64,
-                       max_batches: int | None = None, progress: bool = True) -> tuple[list[str], dict]:
+                       max_batches: int | None = None, progress: bool = True,
+                       max_new_tokens: int = MAX_NEW_TOKENS) -> tuple[list[str], dict]:
     """(n distinct filtered sentences about `word`, statistics). Raises TooFewSentences after `max_batches`
     (default: 10 times the batches n needs) with the counts and what to try."""
     from tqdm import tqdm
@@ -100,7 +101,7 @@ def generate_sentences(lm: LanguageModel, word: str, n: int, seed: int = 0, batc
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         while len(sentences) < n and batches < max_batches:
-            out = lm.model.generate(ids, do_sample=True, top_p=0.95, temperature=1.0, max_new_tokens=MAX_NEW_TOKENS,
+            out = lm.model.generate(ids, do_sample=True, top_p=0.95, temperature=1.0, max_new_tokens=max_new_tokens,
                                     num_return_sequences=batch_size)
             kept, bad = filter_sentences(lm.tokenizer.batch_decode(out, skip_special_tokens=True), word, seen)
             kept = kept[:n - len(sentences)]
