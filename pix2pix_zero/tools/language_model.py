@@ -83,14 +83,15 @@ def filter_sentences(texts: list[str], word: str, seen: set[str]) -> tuple[list[
 
 
 @torch.no_grad()
-def generate_sentences(lm: LanguageModel, word: str, n: int, seed: int = 0, batch_size: int = 64,
+def generate_sentences(lm: LanguageModel, word: str, n: int, seed: int = 0, batch_size: int | None = None,
                        max_batches: int | None = None, progress: bool = True,
                        max_new_tokens: int = MAX_NEW_TOKENS) -> tuple[list[str], dict]:
     """(n distinct filtered sentences about `word`, statistics). Raises TooFewSentences after `max_batches`
-    (default: 10 times the batches n needs) with the counts and what to try."""
+    (default: 10 times the batches n needs) with the counts and what to try. Batches: 64, or fewer for small n."""
     from tqdm import tqdm
 
     from ..directions import with_article
+    batch_size = batch_size or min(64, max(8, n))
     max_batches = max_batches or 10 * math.ceil(n / batch_size)
     prompt = PROMPT.format(a=with_article(word), w=word)
     device = lm.model.device
@@ -131,7 +132,7 @@ def sentence_file(cache_dir: str | os.PathLike, word: str, model: str, n: int, s
 
 def lm_sentences(word: str, n: int, cache_dir: str | os.PathLike, spec: str = DEFAULT_LM, seed: int = 0,
                  weights_dir: str | os.PathLike = "weights", device="cpu", dtype: torch.dtype = torch.float32,
-                 batch_size: int = 64, max_batches: int | None = None, progress: bool = True) -> tuple[list[str], Path]:
+                 batch_size: int | None = None, max_batches: int | None = None, progress: bool = True) -> tuple[list[str], Path]:
     """(sentences, their file): read from the sentence file of (word, model, n, seed) if it exists (the user
     may have edited it), else generated and written there with its provenance in a .json beside it."""
     from .sentences import read_sentence_file
