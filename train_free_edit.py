@@ -147,6 +147,16 @@ def sentence_options(a: argparse.Namespace, p: argparse.ArgumentParser, progress
                            progress)
 
 
+def generate_sentences_first(a: argparse.Namespace, options, source: str, targets: list[str], cache_dir: str):
+    """With --sentences lm, write the sentence files of every word without one before Stable Diffusion is
+    loaded, so the language model and SD are never in memory together."""
+    from pix2pix_zero.tools.sentences import generate_missing_sentences
+    words = ([source] if a.source_sentences is None else []) + \
+        [t for t, f in zip(targets, a.target_sentences or [None] * len(targets)) if f is None]
+    if options.sentences == "lm" and words:
+        generate_missing_sentences(words, options, cache_dir)
+
+
 def main_edit(argv: list[str]) -> int:
     from pix2pix_zero.tools.batch import Job, input_images, output_stems, run
     from pix2pix_zero.config import EditConfig
@@ -172,9 +182,11 @@ def main_edit(argv: list[str]) -> int:
             print(f"{image}: caption \"{captions[image]}\" ({caption_from})")
     if a.caption_only:
         return 0
+    options = sentence_options(a, p, not a.quiet)
+    generate_sentences_first(a, options, source, targets, a.cache_dir or f"{a.out}/.cache")
     job = Job(source, targets, negative_prompt=a.negative_prompt, source_sentences=a.source_sentences,
               target_sentences=a.target_sentences, size=a.size, save_attention=a.save_attention,
-              cache_dir=a.cache_dir or f"{a.out}/.cache", sentence_options=sentence_options(a, p, not a.quiet))
+              cache_dir=a.cache_dir or f"{a.out}/.cache", sentence_options=options)
     sd = load_model(a)
     for image in images:
         job_i = dataclasses.replace(job, prompt=captions[image], caption_from=caption_from)
@@ -215,6 +227,7 @@ def main_directions(argv: list[str]) -> int:
     if len(targets) != 1:
         p.error("directions takes one --target")
     options = sentence_options(a, p)
+    generate_sentences_first(a, options, source, targets, cache_dir)
     sd = load_model(a)
     sentences = a.target_sentences[0] if a.target_sentences else None
     d = word_direction(sd, source, targets[0], a.source_sentences, sentences, cache_dir, options)

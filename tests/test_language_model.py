@@ -5,6 +5,7 @@ import json
 import pytest
 import torch
 
+from pix2pix_zero.tools import language_model
 from pix2pix_zero.tools.language_model import (TooFewSentences, filter_sentences, generate_sentences,
                                                lm_sentences, load_language_model, sentence_file, word_pattern)
 
@@ -53,12 +54,14 @@ def test_a_word_the_model_never_writes_ends_in_a_clear_error(tiny_t5):
     assert "--lm" in message and "--num-sentences" in message and "--source-sentences" in message
 
 
-def test_sentences_are_saved_with_provenance_and_reused_as_edited(tmp_path, tiny_t5):
-    sentences, path = lm_sentences("tree", 3, tmp_path, spec=str(tiny_t5), seed=0, batch_size=8, progress=False)
+def test_sentences_are_saved_with_provenance_and_reused_as_edited(tmp_path, tiny_t5, monkeypatch):
+    [(sentences, path)] = lm_sentences(["tree"], 3, tmp_path, spec=str(tiny_t5), seed=0, batch_size=8,
+                                       progress=False).values()
     assert path == sentence_file(tmp_path, "tree", str(tiny_t5), 3, 0) and path.read_text().splitlines() == sentences
     provenance = json.loads(path.with_suffix(".json").read_text())
     assert provenance["model"] == str(tiny_t5) and provenance["seed"] == 0 and provenance["kept"] == 3
     assert "tree" in provenance["prompt"] and provenance["word"] == "tree"
-    path.write_text("a tree I wrote myself\n\nanother tree\n")  # the user edits the file
-    again, same = lm_sentences("tree", 3, tmp_path, spec=str(tiny_t5), seed=0, progress=False)
+    path.write_text("a tree I wrote myself\n\nanother tree\n")  # the user edits the file; no model is needed now
+    monkeypatch.setattr(language_model, "load_language_model", None)  # loading it now would fail
+    [(again, same)] = lm_sentences(["tree"], 3, tmp_path, spec=str(tiny_t5), seed=0, progress=False).values()
     assert same == path and again == ["a tree I wrote myself", "another tree"]

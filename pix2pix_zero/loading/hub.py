@@ -91,11 +91,13 @@ def resolve_pretrained(spec: str, aliases: dict[str, str], weights_dir: str | Pa
     try:
         snapshot_download(repo, local_dir=target, allow_patterns=[*files, "*.safetensors", "*.safetensors.index.json"])
         if not weight_files(target):  # a model without safetensors: transformers reads .bin weights-only
-            snapshot_download(repo, local_dir=target, allow_patterns=["pytorch_model*.bin", "pytorch_model.bin.index.json"])
+            snapshot_download(repo, local_dir=target,
+                              allow_patterns=["pytorch_model*.bin", "pytorch_model.bin.index.json"])
     except HfHubHTTPError as e:
         raise ConnectionError(f"downloading {repo} failed ({e}).\n" + manual) from None
     except (LocalEntryNotFoundError, OSError) as e:
-        raise ConnectionError(f"cannot download {repo}: offline or unreachable ({type(e).__name__}).\n" + manual) from None
+        raise ConnectionError(f"cannot download {repo}: offline or unreachable ({type(e).__name__}).\n"
+                              + manual) from None
     return target
 
 

@@ -7,6 +7,7 @@ BlipForConditionalGeneration. The image is resized to 384 x 384 (bicubic) and no
 std by hand, as LAVIS' eval processor does, because transformers' BLIP image processor needs torchvision.
 """
 import gc
+import glob
 import hashlib
 import json
 import os
@@ -95,7 +96,7 @@ def file_digest(path: Path) -> str:
 def known_caption(out_dir: Path, stem: str, digest: str, captioner_name: str) -> str | None:
     """The caption an earlier run stored for this very image (same bytes, same captioner), if any: read from
     the settings JSON of any of its edits (STEM-*.json), so an image is captioned once."""
-    for settings in sorted(Path(out_dir).glob(f"{stem}-*.json")):
+    for settings in sorted(Path(out_dir).glob(f"{glob.escape(stem)}-*.json")):
         try:
             record = json.loads(settings.read_text())
         except (json.JSONDecodeError, OSError, UnicodeDecodeError):

@@ -7,6 +7,7 @@ plural accepted), 3 to 30 words, at most 200 characters. Sampling is seeded insi
 run does not disturb anyone's global RNG and two runs write the same sentences. The sentences are saved as a
 text file (one a line) beside a JSON of provenance; the next run reuses the file, edited or not.
 """
+import gc
 import json
 import math
 import os
@@ -130,19 +131,25 @@ def sentence_file(cache_dir: str | os.PathLike, word: str, model: str, n: int, s
     return Path(cache_dir) / "sentences" / f"{safe}-n{n}-seed{seed}.txt"
 
 
-def lm_sentences(word: str, n: int, cache_dir: str | os.PathLike, spec: str = DEFAULT_LM, seed: int = 0,
+def lm_sentences(words: list[str], n: int, cache_dir: str | os.PathLike, spec: str = DEFAULT_LM, seed: int = 0,
                  weights_dir: str | os.PathLike = "weights", device="cpu", dtype: torch.dtype = torch.float32,
-                 batch_size: int | None = None, max_batches: int | None = None, progress: bool = True) -> tuple[list[str], Path]:
-    """(sentences, their file): read from the sentence file of (word, model, n, seed) if it exists (the user
-    may have edited it), else generated and written there with its provenance in a .json beside it."""
+                 batch_size: int | None = None, max_batches: int | None = None,
+                 progress: bool = True) -> dict[str, tuple[list[str], Path]]:
+    """{word: (sentences, their file)}: read from the sentence file of (word, model, n, seed) if it exists (the
+    user may have edited it), else generated and written there with its provenance in a .json beside it. The
+    model is loaded once, only if some file is missing, and released before returning."""
     from .sentences import read_sentence_file
-    path = sentence_file(cache_dir, word, LANGUAGE_MODELS.get(spec, spec), n, seed)
-    if path.is_file():
-        return read_sentence_file(path), path
-    lm = load_language_model(spec, weights_dir, device, dtype)
-    sentences, stats = generate_sentences(lm, word, n, seed, batch_size, max_batches, progress)
-    with atomic_path(path.with_suffix(".json")) as tmp:
-        tmp.write_text(json.dumps({"word": word, **stats}, indent=2) + "\n")
-    with atomic_path(path) as tmp:
-        tmp.write_text("\n".join(sentences) + "\n", encoding="utf-8")
-    return sentences, path
+    model = LANGUAGE_MODELS.get(spec, spec)
+    paths = {word: sentence_file(cache_dir, word, model, n, seed) for word in words}
+    missing = [word for word in dict.fromkeys(words) if not paths[word].is_file()]
+    if missing:
+        lm = load_language_model(spec, weights_dir, device, dtype)
+        for word in missing:
+            sentences, stats = generate_sentences(lm, word, n, seed, batch_size, max_batches, progress)
+            with atomic_path(paths[word].with_suffix(".json")) as tmp:
+                tmp.write_text(json.dumps({"word": word, **stats}, indent=2) + "\n")
+            with atomic_path(paths[word]) as tmp:
+                tmp.write_text("\n".join(sentences) + "\n", encoding="utf-8")
+        del lm
+        gc.collect()
+    return {word: (read_sentence_file(paths[word]), paths[word]) for word in words}

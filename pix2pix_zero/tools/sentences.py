@@ -121,14 +121,20 @@ def describe_concept(sd: StableDiffusion, concept: str, file: str | os.PathLike 
     if file is None and options is not None and options.sentences == "lm":
         if cache_dir is None:
             raise ValueError("--sentences lm needs a cache folder to keep the sentences in (--cache-dir)")
-        from .language_model import DEFAULT_LM, lm_sentences
-        o = options
-        sentences, path = lm_sentences(concept, o.num_sentences, cache_dir, o.lm or DEFAULT_LM, o.seed, o.weights_dir,
-                                       o.device, o.dtype, progress=o.progress)
+        [(sentences, path)] = generate_missing_sentences([concept], options, cache_dir).values()
         return Concept(cached_mean_embedding(sd, concept, sentences, cache_dir), len(sentences),
                        f"{origin_of(None, options)}: {path}")
     sentences = concept_sentences(concept, file)
     return Concept(cached_mean_embedding(sd, concept, sentences, cache_dir), len(sentences), origin_of(file, options))
+
+
+def generate_missing_sentences(words: list[str], options: SentenceOptions, cache_dir) -> dict:
+    """{word: (sentences, file)} from the language model (language_model.lm_sentences), one model load for all:
+    the command line calls this before loading Stable Diffusion, so the two are never in memory together."""
+    from .language_model import DEFAULT_LM, lm_sentences
+    o = options
+    return lm_sentences(words, o.num_sentences, cache_dir, o.lm or DEFAULT_LM, o.seed, o.weights_dir, o.device,
+                        o.dtype, progress=o.progress)
 
 
 def safe_word(word: str) -> str:
