@@ -30,15 +30,18 @@ print(json.dumps({"peak": peak, "rc": code}))
 
 
 def full_size_blip(folder: Path) -> Path:
-    """A random BLIP-base captioner in transformers' layout (fp32 safetensors), with a tiny WordPiece tokenizer
-    (memory is the model's; the random captions are meaningless anyway)."""
-    if (folder / "model.safetensors").is_file():
+    """A random BLIP-base captioner in transformers' layout (fp32 safetensors), with a made-up WordPiece vocabulary
+    of BERT's size and special-token ids (the random captions are meaningless; memory is the model's)."""
+    if (folder / "tokenizer.json").is_file():
         return folder
     import torch
     from transformers import BertTokenizerFast, BlipConfig, BlipForConditionalGeneration
     torch.manual_seed(0)
     BlipForConditionalGeneration(BlipConfig()).save_pretrained(folder)
-    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "picture", "of", "cat"]
+    words = [f"w{i}" for i in range(30523)]
+    for i, w in {0: "[PAD]", 100: "[UNK]", 101: "[CLS]", 102: "[SEP]", 103: "[MASK]", 1000: "a", 1001: "picture",
+                 1002: "of", 30522: "[DEC]"}.items():
+        words[i] = w
     BertTokenizerFast(vocab={w: i for i, w in enumerate(words)}, bos_token="[DEC]").save_pretrained(folder)
     return folder
 

@@ -61,6 +61,9 @@ def test_a_second_direction_comes_from_the_cache_without_the_text_encoder(sd, tm
     assert first.path.parent == tmp_path / "directions" and first.source.count == first.target.count == 58
     expected = sd.encode_text(template_sentences("dog")).mean(0) - sd.encode_text(template_sentences("cat")).mean(0)
     torch.testing.assert_close(first.delta_c[0], expected, atol=1e-5, rtol=0)
+    a, b = first.source.mean_c.double().flatten(), first.target.mean_c.double().flatten()
+    assert first.cosine == pytest.approx((a @ b / (a @ a).sqrt() / (b @ b).sqrt()).item(), abs=1e-6)
+    assert first.norm == pytest.approx(((b - a) @ (b - a)).sqrt().item(), rel=1e-5)
     monkeypatch.setattr(StableDiffusion, "encode_text", no_text_encoder)
     second = word_direction(sd, "cat", "dog", cache_dir=tmp_path)
     assert torch.equal(second.delta_c, first.delta_c) and second.path == first.path

@@ -126,4 +126,6 @@ def caption_files(paths: list[Path], stems: dict[Path, str], out_dir: str | os.P
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+        if empty := [str(p) for p in todo if not captions[p]]:
+            raise ValueError(f"{', '.join(empty)}: BLIP wrote an empty caption; give one with --prompt")
     return {p: captions[p] for p in paths}, name
