@@ -174,10 +174,10 @@ def main_edit(argv: list[str]) -> int:
     images = input_images(a.input) if a.input else [None]
     stems = output_stems(images) if a.input else {None: None}
     captions, caption_from = {image: a.prompt for image in images}, "--prompt"
-    if a.input and not a.prompt:  # BLIP captions every image first and is released before SD is loaded
+    if a.input and (not a.prompt or a.caption_only):  # BLIP captions every image, then is released: SD comes next
         from pix2pix_zero.tools.captions import caption_files
         captions, caption_from = caption_files(images, stems, a.out, a.captioner, a.weights_dir, a.device,
-                                               DTYPES[a.dtype])
+                                               DTYPES[a.dtype], progress=not a.quiet)
         for image in images:
             print(f"{image}: caption \"{captions[image]}\" ({caption_from})")
     if a.caption_only:

@@ -109,7 +109,7 @@ def known_caption(out_dir: Path, stem: str, digest: str, captioner_name: str) ->
 
 def caption_files(paths: list[Path], stems: dict[Path, str], out_dir: str | os.PathLike, spec: str = "base",
                   weights_dir: str | os.PathLike = "weights", device="cpu", dtype: torch.dtype = torch.float32,
-                  batch_size: int = 8) -> tuple[dict[Path, str], str]:
+                  batch_size: int = 8, progress: bool = False) -> tuple[dict[Path, str], str]:
     """({path: caption}, captioner name) for image files: captions stored by earlier runs are reused, the rest
     made in batches. BLIP is released before returning, so Stable Diffusion, loaded next, never shares memory
     with it: the peak is the larger of the two models, not their sum."""
@@ -119,7 +119,8 @@ def caption_files(paths: list[Path], stems: dict[Path, str], out_dir: str | os.P
     todo = [p for p in paths if p not in captions]
     if todo:
         captioner = load_captioner(spec, weights_dir, device, dtype)
-        for i in range(0, len(todo), batch_size):
+        from tqdm import tqdm
+        for i in tqdm(range(0, len(todo), batch_size), desc="captions", unit="batch", disable=not progress):
             chunk = todo[i:i + batch_size]
             captions.update(zip(chunk, caption_images(captioner, [read_image(p) for p in chunk], batch_size)))
         del captioner
