@@ -82,7 +82,10 @@ def test_a_damaged_direction_cache_entry_is_detected_and_rebuilt(sd, tmp_path, c
     torch.testing.assert_close(rebuilt.delta_c, first.delta_c, atol=0, rtol=0)
     from safetensors.torch import load_file, save_file
     assert torch.equal(load_file(first.path)["delta_c"], first.delta_c)  # rewritten whole
-    save_file({"delta_c": torch.full((1, 77, 64), float("nan"))}, first.path)  # readable but not finite
+    from safetensors import safe_open
+    with safe_open(first.path, "pt") as f:
+        entry, meta = {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
+    save_file(entry | {"delta_c": torch.full((1, 77, 64), float("nan"))}, first.path, metadata=meta)  # not finite
     assert torch.isfinite(word_direction(sd, "cat", "dog", cache_dir=tmp_path).delta_c).all()
 
 
@@ -104,14 +107,23 @@ def test_the_authors_pt_embeddings_import_at_the_matching_width_only(sd, tmp_pat
         import_mean_embedding(tmp_path / "two.pt", 64)
 
 
-class NotATensor:
-    pass
+UNPICKLED = []
+
+
+def mark_unpickled(what):
+    UNPICKLED.append(what)
+
+
+class RunsCodeWhenUnpickled:
+    def __reduce__(self):
+        return mark_unpickled, ("code ran",)
 
 
 def test_pt_files_are_read_weights_only(tmp_path):
-    torch.save({"obj": NotATensor()}, tmp_path / "pickle.pt")  # loading it fully would run arbitrary code
+    torch.save({"obj": RunsCodeWhenUnpickled()}, tmp_path / "pickle.pt")  # a full unpickle would call append
     with pytest.raises(ValueError, match="pickle.pt: not a tensor file readable with weights_only=True"):
         import_mean_embedding(tmp_path / "pickle.pt", 64)
+    assert UNPICKLED == []
     torch.save({"a": torch.zeros(1)}, tmp_path / "dict.pt")
     with pytest.raises(ValueError, match="dict.pt: expected a float tensor"):
         import_mean_embedding(tmp_path / "dict.pt", 64)
