@@ -58,3 +58,17 @@ def diffusers_pix2pix_zero():
         pipe.set_progress_bar_config(disable=True)
         return pipe
     return build
+
+
+@pytest.fixture(scope="session")
+def tiny_blip(tmp_path_factory):
+    """A random BLIP captioner folder in transformers' layout (tests/tiny_models.py)."""
+    from tiny_models import make_tiny_blip
+    return make_tiny_blip(tmp_path_factory.mktemp("blip") / "tiny-blip")
+
+
+@pytest.fixture(scope="session")
+def tiny_t5(tmp_path_factory):
+    """A random T5 language-model folder with a word-level tokenizer (tests/tiny_models.py)."""
+    from tiny_models import make_tiny_t5
+    return make_tiny_t5(tmp_path_factory.mktemp("t5") / "tiny-t5")

@@ -1,6 +1,7 @@
 """train_free_edit.py run as a user runs it, on tiny weights in a temporary folder."""
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -72,7 +73,61 @@ def test_synthetic_edit_and_directions_command(tmp_path, single_file):
             cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     from safetensors.torch import load_file
-    assert load_file(tmp_path / "d.safetensors")["delta_c"].shape == (1, 77, 64)
+    delta_c = load_file(tmp_path / "d.safetensors")["delta_c"]
+    assert delta_c.shape == (1, 77, 64)
+    assert "cat: 58 sentences from built-in (58 templates)" in r.stdout and "dog: 58 sentences" in r.stdout
+    norm = float(re.search(r"\|delta_c\| = ([0-9.]+)", r.stdout)[1])
+    assert norm == pytest.approx(delta_c.norm().item(), abs=1e-4)
+    assert re.search(r"cos\(mean c\(cat\), mean c\(dog\)\) = 0\.\d{4}", r.stdout)
+    listed = cli("directions", "--list", cwd=tmp_path)  # cached under outputs/.cache by default
+    assert listed.returncode == 0 and "cat -> dog" in listed.stdout and "built-in (58 templates)" in listed.stdout
+
+
+@pytest.mark.slow
+def test_no_prompt_blip_captions_and_the_caption_is_recorded_and_reused(tmp_path, photo, single_file, tiny_blip):
+    r = cli("--input", photo, "--caption-only", "--captioner", tiny_blip, "--out", tmp_path / "out", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    caption = re.search(r'caption "(.*)" \(BLIP ', r.stdout)[1]
+    assert caption and not (tmp_path / "out").exists()  # --caption-only writes nothing
+    r = cli("--input", photo, "--task", "cat2dog", "--captioner", tiny_blip, "--weights", single_file,
+            "--out", tmp_path / "out", *FAST, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    settings = json.loads((tmp_path / "out" / "my.cat-cat2dog.json").read_text())
+    assert settings["caption"] == caption and settings["caption_from"] == f"BLIP {tiny_blip}"
+    from pix2pix_zero.tools.inversion_file import Inversion
+    assert Inversion.load(tmp_path / "out" / "my.cat-inversion.safetensors").caption == caption
+    # editing the same image again: the stored caption is reused, BLIP is not even loaded (its folder is gone)
+    import shutil
+    moved = shutil.copytree(tiny_blip, tmp_path / "blip")
+    r = cli("--input", photo, "--task", "cat2fox", "--captioner", moved, "--weights", single_file, "--out",
+            tmp_path / "out", *FAST, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr  # another captioner name: captions again, then edits
+    shutil.rmtree(moved)
+    r = cli("--input", photo, "--task", "cat2owl", "--captioner", moved, "--weights", single_file, "--out",
+            tmp_path / "out", *FAST, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert json.loads((tmp_path / "out" / "my.cat-cat2owl.json").read_text())["caption_from"] == f"BLIP {moved}"
+
+
+@pytest.mark.slow
+def test_language_model_sentences_direction_and_edit_then_the_cache(tmp_path, photo, single_file, tiny_t5):
+    r = cli("directions", "--task", "cat2dog", "--sentences", "lm", "--lm", tiny_t5, "--num-sentences", "4",
+            "--weights", single_file, cwd=tmp_path)
+    assert r.returncode == 2 and "'cat'" in r.stderr and "usable sentences of the 4 wanted" in r.stderr
+    import shutil
+    lm = shutil.copytree(tiny_t5, tmp_path / "lm")
+    edit = ["--input", photo, "--prompt", "a photo of a tree", "--source", "tree", "--target", "car", "--sentences",
+            "lm", "--lm", lm, "--num-sentences", "2", "--weights", single_file, "--out", tmp_path / "out", *FAST]
+    r = cli(*edit, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    settings = json.loads((tmp_path / "out" / "my.cat-tree2car.json").read_text())
+    assert settings["source_sentences"] == f"language model {lm} (n=2, seed=0)"
+    assert len(list((tmp_path / "out" / ".cache" / "sentences").glob("*.txt"))) == 2
+    shutil.rmtree(lm)  # a second run needs no language model: sentences and direction come from the cache
+    r = cli(*edit, "--guidance-scale", "4", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    r = cli("directions", "--list", "--cache-dir", tmp_path / "out" / ".cache", cwd=tmp_path)
+    assert r.returncode == 0 and "tree -> car" in r.stdout and "tree: 2 sentences, language model" in r.stdout
 
 
 def test_folder_input_keeps_images_with_the_same_stem_apart(tmp_path, photo, single_file):
@@ -90,8 +145,9 @@ def test_folder_input_keeps_images_with_the_same_stem_apart(tmp_path, photo, sin
 
 
 def test_clear_errors_exit_2_and_name_the_problem(tmp_path, photo, single_file):
-    r = cli("--input", photo, "--task", "cat2dog", "--weights", single_file, *FAST, cwd=tmp_path)
-    assert r.returncode == 2 and "--prompt" in r.stderr and "my.cat.png" in r.stderr
+    r = cli("--input", photo, "--task", "cat2dog", "--weights", single_file, *FAST, cwd=tmp_path)  # no captioner
+    assert r.returncode == 2 and "Salesforce/blip-image-captioning-base" in r.stderr and "--captioner" in r.stderr
+    assert "weights/blip-image-captioning-base/" in r.stderr and "preprocessor_config.json" in r.stderr
     r = cli("--input", tmp_path / "missing.png", "--prompt", "x", "--task", "cat2dog", "--weights", single_file,
             cwd=tmp_path)
     assert r.returncode == 2 and "missing.png" in r.stderr

@@ -1,4 +1,5 @@
-"""Finding the checkpoint to use: --weights, else the one checkpoint in weights/, else the paper's model.
+"""Finding the checkpoint to use: --weights, else the one checkpoint in weights/, else the paper's model; and
+the same for the transformers models around the method (BLIP captioner, language model): resolve_pretrained.
 
 The paper's model, CompVis/stable-diffusion-v1-4, is downloaded with huggingface_hub (safetensors and
 configs only, progress shown) into weights/stable-diffusion-v1-4 when nothing is there and the network is
@@ -64,3 +65,41 @@ def download_paper_model(target: Path) -> Path:
         raise ConnectionError(f"cannot download {PAPER_MODEL}: offline or unreachable ({type(e).__name__}).\n"
                               + manual) from None
     return target
+
+
+def resolve_pretrained(spec: str, aliases: dict[str, str], weights_dir: str | Path, files: list[str],
+                       flag: str, download: bool = True) -> Path:
+    """The folder of a transformers model (BLIP, the language model): `spec` is an alias ("base"), a local
+    folder, or a hub id ("google/flan-t5-large") looked for in weights_dir/NAME and else downloaded there.
+    `files` names the files the model needs besides its weights, for the message when it cannot download."""
+    repo = aliases.get(spec, spec)
+    path = Path(repo)
+    if path.is_dir():
+        return path
+    if repo.count("/") != 1 or path.exists() or repo.startswith((".", "/")):
+        raise FileNotFoundError(f"{repo}: not a model folder nor a Hugging Face hub id ({flag})")
+    target = Path(weights_dir) / repo.split("/")[1]
+    if (target / "config.json").is_file() and weight_files(target):
+        return target
+    manual = (f"Place {repo}'s files ({', '.join(files)} and model.safetensors, or pytorch_model.bin) in "
+              f"{target}/ (from https://huggingface.co/{repo}), or pass {flag} PATH to a folder holding them.")
+    if not download:
+        raise FileNotFoundError(f"{repo}: not in {target}/ and downloading is off. " + manual)
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+    print(f"{repo}: not in {target}/, downloading it there (safetensors preferred)")
+    try:
+        snapshot_download(repo, local_dir=target, allow_patterns=[*files, "*.safetensors", "*.safetensors.index.json"])
+        if not weight_files(target):  # a model without safetensors: transformers reads .bin weights-only
+            snapshot_download(repo, local_dir=target,
+                              allow_patterns=["pytorch_model*.bin", "pytorch_model.bin.index.json"])
+    except HfHubHTTPError as e:
+        raise ConnectionError(f"downloading {repo} failed ({e}).\n" + manual) from None
+    except (LocalEntryNotFoundError, OSError) as e:
+        raise ConnectionError(f"cannot download {repo}: offline or unreachable ({type(e).__name__}).\n"
+                              + manual) from None
+    return target
+
+
+def weight_files(folder: Path) -> list[Path]:
+    return sorted([*folder.glob("*.safetensors"), *folder.glob("pytorch_model*.bin")])

@@ -10,23 +10,23 @@ Per input (stem = the input's file name without its extension), under the output
 Every file is written atomically; inputs are never overwritten. An edit whose settings file already holds
 the same settings and whose PNG exists is skipped, so an interrupted folder run resumes where it stopped.
 """
+import hashlib
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import torch
 
 from ..config import EditConfig
-from ..directions import TEMPLATES
 from ..models.sd import StableDiffusion
 from ..pipeline import edit_image, setting_rules
 from .files import atomic_path
 from .heatmap import WordAttention, word_token_indices
 from .image import fit_size, load_image, save_png, side_by_side, tensor_to_pil
 from .inversion_file import Inversion
-from .sentences import word_direction
+from .sentences import SentenceOptions, origin_of, word_direction
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
 
@@ -36,13 +36,15 @@ class Job:
     """What to edit, beside the method's hyperparameters (EditConfig)."""
     source: str
     targets: list[str]
-    prompt: str | None = None  # the caption c; required until a captioner exists
+    prompt: str | None = None  # the caption c (given, or made by BLIP: captions.py)
+    caption_from: str = "--prompt"  # what wrote the caption: "--prompt" or "BLIP <model>"
     negative_prompt: str | None = None  # default: the caption (real images), "" (synthetic)
     source_sentences: str | None = None  # a text file, one sentence a line; None: the built-in templates
     target_sentences: list[str | None] = field(default_factory=list)  # one per target, or empty
     size: int = 512
     save_attention: bool = False
     cache_dir: str | None = None
+    sentence_options: SentenceOptions | None = None  # templates (None) or a language model, for words without files
 
 
 def input_images(path: str | os.PathLike) -> list[Path]:
@@ -76,9 +78,10 @@ def settings_record(sd: StableDiffusion, job: Job, config: EditConfig, input_nam
                     negative: str, target: str, target_sentences: str | None, size: tuple[int, int]) -> dict:
     """Everything that decides one edit's output: compared with the saved record to skip edits already done."""
     dtype = next(sd.unet.parameters()).dtype
-    return {"input": input_name, "caption": caption, "negative_prompt": negative, "source": job.source,
-            "target": target, "source_sentences": job.source_sentences or f"built-in ({len(TEMPLATES)} templates)",
-            "target_sentences": target_sentences or f"built-in ({len(TEMPLATES)} templates)",
+    return {"input": input_name, "caption": caption, "caption_from": job.caption_from, "negative_prompt": negative,
+            "source": job.source, "target": target,
+            "source_sentences": origin_of(job.source_sentences, job.sentence_options),
+            "target_sentences": origin_of(target_sentences, job.sentence_options),
             "size": list(size), "config": config.to_dict(),
             "checkpoint": {"path": sd.source, "identity": sd.identity, "family": sd.family,
                            "prediction_type": sd.prediction_type},
@@ -127,8 +130,8 @@ def load_source(sd: StableDiffusion, job: Job, config: EditConfig, image_path, i
                       (inv.x0, inv.x_inv), tuple(inv.x_inv.shape[-2:]), inv.settings)
     if image_path is not None:
         if not job.prompt:
-            raise ValueError(f"{image_path}: no caption: pass --prompt \"a photo of a ...\" (automatic captioning "
-                             "is not available yet)")
+            raise ValueError(f"{image_path}: no caption: pass --prompt \"a photo of a ...\", or let BLIP write one "
+                             "(captions.caption_files)")
         image = load_image(image_path, job.size)
         return Source(stem or Path(image_path).stem, job.prompt, True, image, None,
                       (image.shape[-2] // 8, image.shape[-1] // 8))
@@ -146,6 +149,8 @@ def run(sd: StableDiffusion, job: Job, config: EditConfig, out_dir: str | os.Pat
     out_dir = Path(out_dir)
     config = setting_rules(config)
     src = load_source(sd, job, config, image_path, inversion_path, stem)
+    if src.inverted_with is not None:  # the caption came with the inversion
+        job = replace(job, caption_from=src.inverted_with.get("caption_from", "--prompt"))
     negative = job.negative_prompt if job.negative_prompt is not None else (src.caption if src.real else "")
     targets = list(zip(job.targets, job.target_sentences or [None] * len(job.targets), strict=True))
     bases = {target: f"{src.stem}-{safe_name(job.source)}2{safe_name(target)}" for target, _ in targets}
@@ -155,6 +160,8 @@ def run(sd: StableDiffusion, job: Job, config: EditConfig, out_dir: str | os.Pat
     for record in records.values():
         if src.inverted_with is not None:
             record["inverted_with"] = src.inverted_with
+        if image_path is not None:
+            record["input_sha256"] = hashlib.sha256(Path(image_path).read_bytes()).hexdigest()
     todo = [(t, s) for t, s in targets if not done(out_dir, bases[t], records[t])]
     if not todo:
         return []
@@ -174,7 +181,8 @@ def run(sd: StableDiffusion, job: Job, config: EditConfig, out_dir: str | os.Pat
             heat = WordAttention(tokens, src.latent_hw)
         else:
             print(f"note: '{job.source}' is not a word of the caption '{src.caption}'; no attention map saved")
-    directions = [word_direction(sd, job.source, t, job.source_sentences, s, job.cache_dir) for t, s in todo]
+    directions = [word_direction(sd, job.source, t, job.source_sentences, s, job.cache_dir, job.sentence_options)
+                  .delta_c for t, s in todo]
     # Everything is computed before anything is written: an image that fails (e.g. NaN at some step) leaves no
     # file under a final name, so a later run redoes it.
     result = edit_image(sd, src.image, src.caption, job.source, [t for t, _ in todo], config,
@@ -183,7 +191,8 @@ def run(sd: StableDiffusion, job: Job, config: EditConfig, out_dir: str | os.Pat
 
     written = []
     if invert_now:
-        settings = result.settings["config"] | {"prediction_type": sd.prediction_type}
+        settings = result.settings["config"] | {"prediction_type": sd.prediction_type, "caption_from": job.caption_from,
+                                                "input_sha256": records[todo[0][0]]["input_sha256"]}
         written.append(Inversion(result.x_inv, result.x0, src.caption, sd.identity, settings)
                        .save(out_dir / f"{src.stem}-inversion.safetensors"))
     reconstruction = tensor_to_pil(result.reconstruction)

@@ -1,0 +1,44 @@
+"""Tiny random BLIP and T5 folders in transformers' layout, with tokenizers built here offline (no download, no
+sentencepiece): what the captioner and the language-model tests load through the real code paths."""
+from pathlib import Path
+
+import torch
+
+WORDS = ["a", "picture", "of", "photo", "the", "on", "in", "with", "sitting", "sofa", "grass", "red", "big", "small",
+         "tree", "car", "house", "man", "woman", "table", "window", "street", "is", "and", "."]
+
+
+def make_tiny_blip(folder: Path, seed: int = 0) -> Path:
+    """BlipForConditionalGeneration (32-wide, one layer each side, 32 px images) and a BERT WordPiece tokenizer."""
+    from transformers import BertTokenizerFast, BlipConfig, BlipForConditionalGeneration
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS, "[DEC]"]
+    tokenizer = BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)}, bos_token="[DEC]")
+    text = dict(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                intermediate_size=37, encoder_hidden_size=32, max_position_embeddings=64,
+                pad_token_id=0, sep_token_id=3, eos_token_id=3, bos_token_id=len(vocab) - 1)
+    vision = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=37, image_size=32,
+                  patch_size=8)
+    torch.manual_seed(seed)
+    model = BlipForConditionalGeneration(BlipConfig(text_config=text, vision_config=vision)).eval()
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def make_tiny_t5(folder: Path, seed: int = 0) -> Path:
+    """T5ForConditionalGeneration (16-wide, one layer each side) and a word-level tokenizer with </s> and <pad>."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast, T5Config, T5ForConditionalGeneration
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = {w: i for i, w in enumerate(["<pad>", "</s>", "<unk>", *WORDS, "write", "caption", "photograph",
+                                         "showing", "dog"])}
+    core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
+    torch.manual_seed(seed)
+    config = T5Config(vocab_size=len(vocab), d_model=16, d_kv=8, d_ff=32, num_layers=1, num_decoder_layers=1,
+                      num_heads=2, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)
+    T5ForConditionalGeneration(config).eval().save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
