@@ -36,7 +36,9 @@ class Inversion:
                 "format": FORMAT}
         tensors = {"x_inv": self.x_inv, "x0": self.x0} | ({"x_path": self.x_path} if self.x_path is not None else {})
         with atomic_path(path) as tmp:
-            save_file({key: x.contiguous().cpu() for key, x in tensors.items()}, tmp, metadata=meta)
+            # copies: x_inv is usually a view of x_path's last level, and safetensors refuses shared memory
+            save_file({key: x.detach().to("cpu", copy=True).contiguous() for key, x in tensors.items()}, tmp,
+                      metadata=meta)
         return Path(path)
 
     @staticmethod
