@@ -82,6 +82,10 @@ def config_args(p: argparse.ArgumentParser) -> None:
             choices = [c for c in typing.get_args(kind) if c is not None]
             kind = type(choices[0])
         names = ["--" + f.name.replace("_", "-"), *ALIASES.get(f.name, [])]
+        if kind is bool:  # --flag / --no-flag: argparse's type=bool would read "False" as True
+            g.add_argument(*names, dest=f.name, action=argparse.BooleanOptionalAction, default=f.default,
+                           help=comments.get(f.name, ""))
+            continue
         g.add_argument(*names, dest=f.name, type=kind, choices=choices, default=f.default,
                        help=comments.get(f.name, ""))
 

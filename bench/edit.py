@@ -46,11 +46,14 @@ else:
     from pix2pix_zero import EditConfig, load_sd
     from pix2pix_zero.directions import mean_embedding
     from pix2pix_zero.inversion import encode_image
-    from pix2pix_zero.pipeline import setting_functions, setting_rules
+    from pix2pix_zero import diffusers_compat, editing, inversion
+    from pix2pix_zero.pipeline import setting_rules
     from pix2pix_zero.tools.image import pil_to_tensor
     sd = load_sd(single, device=device)
     config = setting_rules(EditConfig(setting=which, num_steps=steps))
-    invert, edit = setting_functions(config)  # what edit_image runs, timed in two parts
+    # what edit_image runs (inversion_method ddim), timed in two parts
+    invert, edit = ((diffusers_compat.invert, diffusers_compat.edit) if which == "diffusers" else
+                    (inversion.invert, editing.edit))
     g = torch.Generator().manual_seed(0)
     t0 = time.perf_counter()
     c = sd.encode_text([caption])

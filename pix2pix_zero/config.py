@@ -10,6 +10,7 @@ from typing import Literal
 
 SETTINGS = ("paper", "diffusers")
 POSTERIORS = ("mean", "sample")
+INVERSION_METHODS = ("ddim", "direct", "fixed-point")
 
 
 @dataclass
@@ -23,6 +24,10 @@ class EditConfig:
     num_reg_steps: int = 5  # regularizer iterations per inversion step (authors' code)
     num_ac_rolls: int = 5  # random-shift draws per regularizer iteration (authors' code)
     posterior: Literal["mean", "sample", None] = None  # VAE encoding; None: the setting's (paper mean, diffusers sample)
+    inversion_method: Literal["ddim", "direct", "fixed-point"] = "ddim"  # ddim (paper), direct or fixed-point (README)
+    inversion_iters: int = 5  # fixed-point: UNet evaluations per inversion step (1 is plain DDIM)
+    inversion_average: int = 1  # fixed-point: step with the mean eps of the last K evaluations (ReNoise)
+    pyramid_rescale: bool = True  # x2 after each pyramid pooling (paper); off: unscaled (authors' code)
     seed: int = 0  # seeds every torch.Generator of a run (regularizer shifts, posterior sample, synthetic x_T)
 
     def __post_init__(self):
@@ -32,6 +37,17 @@ class EditConfig:
             raise ValueError(f"posterior must be one of {POSTERIORS} or None, not {self.posterior!r}")
         if not 1 <= self.num_steps <= 1000:
             raise ValueError(f"num_steps must be in 1..1000, not {self.num_steps}")
+        if self.inversion_method not in INVERSION_METHODS:
+            raise ValueError(f"inversion_method must be one of {INVERSION_METHODS}, not {self.inversion_method!r}")
+        if not 1 <= self.inversion_average <= self.inversion_iters:
+            raise ValueError(f"need 1 <= inversion_average <= inversion_iters, not {self.inversion_average} and "
+                             f"{self.inversion_iters}")
+        if self.setting == "diffusers" and self.inversion_method != "ddim":
+            raise ValueError(f"inversion_method {self.inversion_method!r} is not part of the diffusers setting, which "
+                             "reproduces diffusers' pipeline (DDIM inversion only): use --setting paper")
+        if self.setting == "diffusers" and not self.pyramid_rescale:
+            raise ValueError("pyramid_rescale applies to the paper setting; the diffusers setting always uses "
+                             "diffusers' unscaled pyramid")
 
     def to_dict(self) -> dict:
         return asdict(self)

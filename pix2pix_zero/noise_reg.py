@@ -11,12 +11,14 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-def noise_pyramid(eps: torch.Tensor) -> list[torch.Tensor]:
+def noise_pyramid(eps: torch.Tensor, rescale: bool = True) -> list[torch.Tensor]:
     """Levels eta^0 = eps, eta^{p+1} = 2 * avgpool_2x2(eta^p); the factor 2 keeps white noise at unit variance.
 
     Pool again while both sides are larger than 8 (the paper's rule: 64 -> 32 -> 16 -> 8) and even, so every
     level is an exact 2x2 partition of the one above: 96 -> 48 -> 24 -> 12 -> 6, 72 -> 36 -> 18 -> 9, 50 -> 25,
     24 x 40 -> 12 x 20 -> 6 x 10. An odd side stops the pyramid (pooling it would drop a row).
+    rescale=False drops the factor 2, as the authors' code: level p of white noise then has variance 4^-p, so
+    its squared autocorrelations, and their gradients' pull, are 16^-p of the rescaled pyramid's.
     """
     levels = [eps]
     while True:
@@ -25,8 +27,9 @@ def noise_pyramid(eps: torch.Tensor) -> list[torch.Tensor]:
             return levels
         # NOTE(official): the authors (and diffusers) pool while the height is > 8, flooring odd sides and
         # ignoring the width, and without the factor 2, so level p of white noise has variance 4^-p
-        # (diffusers_compat.noise_pyramid).
-        levels.append(2 * F.avg_pool2d(levels[-1], kernel_size=2))
+        # (diffusers_compat.noise_pyramid). lambda_ac = 20 was tuned on that scale (README, "pyramid_rescale").
+        pooled = F.avg_pool2d(levels[-1], kernel_size=2)
+        levels.append(2 * pooled if rescale else pooled)
 
 
 def autocorrelation(eta: torch.Tensor, delta: int, dim: int) -> torch.Tensor:
@@ -38,7 +41,7 @@ def autocorrelation(eta: torch.Tensor, delta: int, dim: int) -> torch.Tensor:
     return (eta * torch.roll(eta, shifts=delta, dims=dim)).mean(dim=(-2, -1))
 
 
-def pair_loss_exact(eps: torch.Tensor) -> torch.Tensor:
+def pair_loss_exact(eps: torch.Tensor, rescale: bool = True) -> torch.Tensor:
     """L_pair (paper sec. 3.1) per sample, (B, C, H, W) -> (B,): over levels p, channels and both axes, the
     squared autocorrelation coefficients rho(delta)^2 for every shift delta = 1..S_p-1 (S_p the side along
     that axis), each level's sum divided by its map size S_p^2 = H_p * W_p ("normalized by the noise map size").
@@ -47,7 +50,7 @@ def pair_loss_exact(eps: torch.Tensor) -> torch.Tensor:
     weigh more. The random estimator below keeps the authors' scale, for which lambda_ac = 20 is tuned.
     """
     loss = eps.new_zeros(eps.shape[0])
-    for eta in noise_pyramid(eps):
+    for eta in noise_pyramid(eps, rescale):
         size = eta.shape[-2] * eta.shape[-1]
         for dim in (-2, -1):
             for delta in range(1, eta.shape[dim]):
@@ -72,7 +75,7 @@ def random_shifts(eps: torch.Tensor, generator: torch.Generator) -> list[list[to
     return shifts
 
 
-def pair_loss(eps: torch.Tensor, shifts: list[list[torch.Tensor]]) -> torch.Tensor:
+def pair_loss(eps: torch.Tensor, shifts: list[list[torch.Tensor]], rescale: bool = True) -> torch.Tensor:
     """Random-shift estimate of L_pair used in the procedure, (B, C, H, W) -> (B,), at `random_shifts`.
 
     Sums rho(delta)^2 over levels, axes and channels at the drawn shifts. By the symmetry of rho, for each
@@ -82,7 +85,7 @@ def pair_loss(eps: torch.Tensor, shifts: list[list[torch.Tensor]]) -> torch.Tens
     this is the authors' scale.
     """
     loss = eps.new_zeros(eps.shape[0])
-    for eta, level_shifts in zip(noise_pyramid(eps), shifts):
+    for eta, level_shifts in zip(noise_pyramid(eps, rescale), shifts):
         for dim, delta in zip((-2, -1), level_shifts):
             for c in range(eta.shape[1]):
                 loss = loss + autocorrelation(eta[:, c], int(delta[c]), dim).pow(2)
@@ -128,7 +131,8 @@ MAX_HALVINGS = 64  # 2^-64 ~ 5e-20: enough for any map whose loss is finite in f
 
 
 def regularize_eps(eps: torch.Tensor, generator: torch.Generator, lambda_ac: float = 20.0,
-                   lambda_kl: float = 20.0, num_reg_steps: int = 5, num_ac_rolls: int = 5) -> torch.Tensor:
+                   lambda_kl: float = 20.0, num_reg_steps: int = 5, num_ac_rolls: int = 5,
+                   pyramid_rescale: bool = True) -> torch.Tensor:
     """Gradient steps on eps (paper sec. 3.1; the authors' ddim_inv.py); returns a new tensor, no graph.
 
     repeat num_reg_steps times:
@@ -138,8 +142,8 @@ def regularize_eps(eps: torch.Tensor, generator: torch.Generator, lambda_ac: flo
     5 x 5). The losses are per sample and summed, so each sample moves as it would alone. Every step is taken
     with `descend`: L_pair is quartic in eps, so a fixed step overshoots, and diverges, once eps is correlated
     or large enough (the x2 pyramid makes level p weigh 16^p more than in the authors' code, for which
-    lambda_ac = 20 was tuned); there each step is shortened until it lowers its loss. Works inside
-    torch.no_grad() and torch.inference_mode().
+    lambda_ac = 20 was tuned; pyramid_rescale=False uses theirs); there each step is shortened until it lowers
+    its loss. Works inside torch.no_grad() and torch.inference_mode().
     """
     # NOTE(official): the authors' (and diffusers') steps are fixed and can overshoot; ours equal theirs
     # wherever theirs lower the loss.
@@ -149,7 +153,7 @@ def regularize_eps(eps: torch.Tensor, generator: torch.Generator, lambda_ac: flo
             if lambda_ac > 0:
                 for _ in range(num_ac_rolls):
                     shifts = random_shifts(eps, generator)
-                    eps = descend(lambda e: pair_loss(e, shifts), eps, lambda_ac / num_ac_rolls)
+                    eps = descend(lambda e: pair_loss(e, shifts, pyramid_rescale), eps, lambda_ac / num_ac_rolls)
             if lambda_kl > 0:
                 eps = descend(kl_loss, eps, lambda_kl)
     return eps.detach()

@@ -3,9 +3,11 @@ the reference and the edits in lockstep, and decodes them (pix2pix-zero, arXiv:2
 
 The command line, the benchmarks, the tests and the README's example all go through it. It picks the paper's
 functions or diffusers_compat's by `config.setting`, applies that setting's rules, and returns the settings it
-actually used. Images are (1, 3, H, W) in [-1, 1]; latents (1, 4, H/8, W/8).
+actually used, and how faithfully the reference reconstructs the input. Images are (1, 3, H, W) in [-1, 1];
+latents (1, 4, H/8, W/8).
 """
-from dataclasses import dataclass, replace
+import math
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import torch
@@ -27,6 +29,8 @@ class EditResult:
     x_ref: torch.Tensor
     x_edits: list[torch.Tensor]
     settings: dict  # what the run used: config (the setting's rules applied), prompts, words, model
+    x_path: torch.Tensor | None = None  # (N + 1, 1, 4, h, w) inversion levels, kept for inversion_method "direct"
+    reconstruction_error: dict = field(default_factory=dict)  # `reconstruction_errors` (empty for synthetic)
 
 
 def setting_rules(config: EditConfig) -> EditConfig:
@@ -36,25 +40,40 @@ def setting_rules(config: EditConfig) -> EditConfig:
     return replace(config, posterior=diffusers_compat.POSTERIOR if config.setting == "diffusers" else "mean")
 
 
-def setting_functions(config: EditConfig) -> tuple[Callable, Callable]:
-    """(invert, edit) of the config's setting: the paper's, or diffusers_compat's."""
-    if config.setting == "diffusers":
-        return diffusers_compat.invert, diffusers_compat.edit
-    return inversion.invert, editing.edit
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Peak signal-to-noise ratio in dB of two images in [-1, 1], each clamped to it: 10 log10(peak^2 / MSE),
+    peak = 2, the range (the usual PSNR of 8-bit images mapped to [0, 1], before rounding)."""
+    mse = ((a.float().clamp(-1, 1) - b.float().clamp(-1, 1)) ** 2).mean().item()
+    return math.inf if mse == 0 else 10 * math.log10(4 / mse)
+
+
+def reconstruction_errors(x0: torch.Tensor, x_ref: torch.Tensor, image: torch.Tensor, decoded_x0: torch.Tensor,
+                          reconstruction: torch.Tensor) -> dict[str, float]:
+    """How far the reference trajectory's end lands from the input.
+
+    latent_rms: RMS of x_ref - x0 (the inversion and reference sampling alone); psnr_input_db: the input
+    image vs D(x_ref) (everything, the VAE included); psnr_decoded_x0_db: D(x0) vs D(x_ref) (the VAE's own
+    loss taken out, so it measures the inversion through the decoder).
+    """
+    return {"latent_rms": ((x_ref.float() - x0.float()) ** 2).mean().sqrt().item(),
+            "psnr_input_db": psnr(image.to(reconstruction.device), reconstruction),
+            "psnr_decoded_x0_db": psnr(decoded_x0, reconstruction)}
 
 
 def edit_image(sd: StableDiffusion, image: torch.Tensor | None, caption: str, source: str, targets: list[str],
                config: EditConfig, generator: torch.Generator, *, directions: list[torch.Tensor] | None = None,
                negative_prompt: str | None = None, inverted: tuple[torch.Tensor, torch.Tensor] | None = None,
-               size: tuple[int, int] | None = None,
+               x_path: torch.Tensor | None = None, size: tuple[int, int] | None = None,
                on_reference: Callable[[int, dict[str, torch.Tensor]], None] | None = None,
                progress: bool = True) -> EditResult:
     """Edit from the word `source` to each word of `targets` (e.g. "cat" -> ["dog", "fox"]), keeping the image.
 
     What is edited, one of:
       image (1, 3, H, W) in [-1, 1]: a real image, encoded and inverted;
-      image None, inverted = (x0, x_inv): a saved inversion (its input is taken to be D(x0));
-      image None, size = (H, W) in pixels: a synthetic image, generated from seeded x_T with the caption.
+      image None, inverted = (x0, x_inv): a saved inversion (its input is taken to be D(x0)), with x_path, its
+        levels (N + 1, 1, 4, h, w), for inversion_method "direct";
+      image None, size = (H, W) in pixels: a synthetic image, generated from seeded x_T with the caption (no
+        inversion, so inversion_method changes nothing: the reference is the generation itself).
     caption: c, what the image shows (or the synthetic prompt). negative_prompt: c_neg for classifier-free
     guidance; default: the caption for real images (as the authors), "" for synthetic ones.
     directions: delta_c (1, L, D) per target, e.g. from tools.sentences with its cache; default: computed
@@ -63,18 +82,27 @@ def edit_image(sd: StableDiffusion, image: torch.Tensor | None, caption: str, so
     regularizer's shifts, x_T (synthetic).
     """
     config = setting_rules(config)
-    invert, edit = setting_functions(config)
+    diffusers = config.setting == "diffusers"
     real = image is not None or inverted is not None
     device, dtype = sd.unet.conv_in.weight.device, sd.unet.conv_in.weight.dtype
     negative = negative_prompt if negative_prompt is not None else (caption if real else "")
     c, c_neg = sd.encode_text([caption]), sd.encode_text([negative])  # (1, L, D)
 
     x0 = None
+    direct = config.inversion_method == "direct"
     if image is not None:
         x0 = inversion.encode_image(sd, image.to(device, dtype), config.posterior, generator)
-        x_inv = invert(sd, x0, c, config, generator, progress)
+        if diffusers:
+            x_inv = diffusers_compat.invert(sd, x0, c, config, generator, progress)
+        else:
+            levels = inversion.invert_path(sd, x0, c, config, generator, progress)
+            x_inv, x_path = levels[-1], levels if direct else None
     elif inverted is not None:
         x0, x_inv = (x.to(device, dtype) for x in inverted)
+        if direct and x_path is None:
+            raise ValueError("inversion_method 'direct' edits along the inversion's recorded levels, and this "
+                             "inversion has none: invert the image again with inversion_method 'direct'")
+        x_path = x_path.to(device, dtype) if direct else None
     elif size is not None:
         x_inv = initial_noise((1, 4, size[0] // 8, size[1] // 8), generator, device, dtype)
     else:
@@ -84,12 +112,20 @@ def edit_image(sd: StableDiffusion, image: torch.Tensor | None, caption: str, so
         directions = [edit_direction(sd, template_sentences(source), template_sentences(target)) for target in targets]
     if len(directions) != len(targets):
         raise ValueError(f"{len(targets)} targets but {len(directions)} directions")
-    x_ref, x_edits = edit(sd, x_inv, c, directions, c_neg, config, progress, on_reference)
+    if diffusers:
+        x_ref, x_edits = diffusers_compat.edit(sd, x_inv, c, directions, c_neg, config, progress, on_reference)
+    else:
+        x_ref, x_edits = editing.edit(sd, x_inv, c, directions, c_neg, config, progress, on_reference, x_path=x_path)
 
     reconstruction = decode_latents(sd, x_ref)
-    if image is None:
-        image = decode_latents(sd, x0) if x0 is not None else reconstruction
+    errors = {}
+    if x0 is not None:
+        decoded_x0 = decode_latents(sd, x0)
+        image = decoded_x0 if image is None else image
+        errors = reconstruction_errors(x0, x_ref, image, decoded_x0, reconstruction)
+    elif image is None:
+        image = reconstruction
     settings = {"config": config.to_dict(), "caption": caption, "negative_prompt": negative, "source": source,
                 "targets": list(targets), "prediction_type": sd.prediction_type, "family": sd.family}
     return EditResult(image, reconstruction, [decode_latents(sd, x) for x in x_edits], x0, x_inv, x_ref, x_edits,
-                      settings)
+                      settings, x_path, errors)

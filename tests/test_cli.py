@@ -188,3 +188,24 @@ def test_default_edit_at_512_px_is_finite_and_not_flat_for_several_seeds(tmp_pat
         assert torch.isfinite(inversion["x_inv"]).all() and inversion["x_inv"].shape == (1, 4, 48, 64)
         edited = np.asarray(Image.open(out / "smooth-cat2dog.png"), dtype=np.float32)
         assert edited.shape == (384, 512, 3) and edited.std() > 1.0
+
+
+@pytest.mark.slow
+def test_direct_inversion_flags_reconstruction_record_resume_and_method_check(tmp_path, photo, single_file):
+    """--inversion-method direct and --no-pyramid-rescale reach EditConfig (a bool field is --flag/--no-flag);
+    the settings file records the reconstruction error (direct: the reference lands on x0 exactly), which does
+    not stop a rerun from being recognized as done; a direct inversion refuses to be edited as ddim."""
+    args = ["--input", photo, "--prompt", "a photo of a cat", "--task", "cat2dog", "--weights", single_file,
+            "--out", tmp_path / "out", "--inversion-method", "direct", "--no-pyramid-rescale", *FAST]
+    r = cli(*args, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    record = json.loads((tmp_path / "out" / "my.cat-cat2dog.json").read_text())
+    assert record["config"]["inversion_method"] == "direct" and record["config"]["pyramid_rescale"] is False
+    measured = record["reconstruction"]
+    assert measured["latent_rms"] == 0.0 and measured["psnr_decoded_x0_db"] is None  # identical: infinite PSNR
+    assert 0 < measured["psnr_input_db"] < 100
+    again = cli(*args, cwd=tmp_path)
+    assert again.returncode == 0 and "already done" in again.stdout
+    r = cli("--inversion", tmp_path / "out" / "my.cat-inversion.safetensors", "--source", "cat", "--target", "owl",
+            "--weights", single_file, "--out", tmp_path / "out", *FAST, cwd=tmp_path)
+    assert r.returncode == 2 and "inversion-method direct" in r.stderr

@@ -227,3 +227,21 @@ def test_plain_steps_diverge_where_the_paper_setting_stays_finite():
             plain = plain_descent(partial(pair_loss, shifts=shifts), plain, 20.0 / 5)
     assert not torch.isfinite(plain).all() or plain.abs().max() > 1e6
     assert torch.isfinite(regularize_eps(eps, gen())).all()
+
+
+def test_unscaled_pyramid_is_the_authors_levels_and_weighs_level_p_16_to_the_p_less():
+    """pyramid_rescale=False (the authors' scale): level p is 2^-p times the paper's, exactly (powers of two),
+    so each level's squared autocorrelation, and its pull on eps, is 16^-p of the rescaled pyramid's."""
+    eps = randn(2, 4, 64, 64)
+    scaled, unscaled = noise_pyramid(eps), noise_pyramid(eps, rescale=False)
+    assert len(scaled) == len(unscaled) == 4
+    for p, (eta, eta_u) in enumerate(zip(scaled, unscaled)):
+        assert torch.equal(eta_u * 2**p, eta)
+        torch.testing.assert_close(eta_u, diffusers_compat.noise_pyramid(eps)[p])
+    shifts = random_shifts(eps, gen(0))
+    level0 = pair_loss(eps[..., :8, :8], [shifts[-1]])  # an 8x8 map has one level: no rescale to tell apart
+    torch.testing.assert_close(pair_loss(eps[..., :8, :8], [shifts[-1]], rescale=False), level0)
+    assert (pair_loss(eps, shifts, rescale=False) < pair_loss(eps, shifts)).all()
+    with torch.no_grad():
+        out = regularize_eps(box_blurred(eps), gen(1), pyramid_rescale=False)
+    assert torch.isfinite(out).all() and (pair_loss_exact(out, False) < pair_loss_exact(box_blurred(eps), False)).all()

@@ -1,17 +1,20 @@
 """Running the method on files: one image, a folder of images, a saved inversion, or a synthetic image.
 
 Per input (stem = the input's file name without its extension), under the output folder:
-  STEM-inversion.safetensors              x_inv, x0, caption and settings (edit again with --inversion)
+  STEM-inversion.safetensors              x_inv, x0, caption and settings (edit again with --inversion);
+                                          with --inversion-method direct also every inversion level
   STEM-reconstruction.png                 the reference trajectory decoded (caption only)
   STEM-SOURCE2TARGET.png                  the edit, one per target
   STEM-SOURCE2TARGET-side_by_side.png     input | reconstruction | edit
-  STEM-SOURCE2TARGET.json                 every setting, checkpoint identity and versions (no timestamps)
+  STEM-SOURCE2TARGET.json                 every setting, checkpoint identity and versions (no timestamps), and
+                                          under "reconstruction" the measured reconstruction error
   STEM-attention-SOURCE.png               with save_attention: the source word's cross-attention
 Every file is written atomically; inputs are never overwritten. An edit whose settings file already holds
 the same settings and whose PNG exists is skipped, so an interrupted folder run resumes where it stopped.
 """
 import hashlib
 import json
+import math
 import os
 from dataclasses import dataclass, field, replace
 from importlib.metadata import PackageNotFoundError, version
@@ -28,6 +31,8 @@ from .image import fit_size, load_image, save_png, side_by_side, tensor_to_pil
 from .inversion_file import Inversion
 from .sentences import SentenceOptions, origin_of, word_direction
 
+# The settings-file key of pipeline.reconstruction_errors (latent RMS, PSNRs; null = infinite PSNR, no error).
+MEASURED = "reconstruction"
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
 
 
@@ -114,6 +119,7 @@ class Source:
     inverted: tuple[torch.Tensor, torch.Tensor] | None  # (x0, x_inv) of a reloaded inversion
     latent_hw: tuple[int, int]
     inverted_with: dict | None = None  # the settings of a reloaded inversion
+    x_path: torch.Tensor | None = None  # the inversion levels of a reloaded inversion, if it kept them
 
 
 def load_source(sd: StableDiffusion, job: Job, config: EditConfig, image_path, inversion_path, stem) -> Source:
@@ -126,8 +132,13 @@ def load_source(sd: StableDiffusion, job: Job, config: EditConfig, image_path, i
             if made[key] != wanted[key]:
                 raise ValueError(f"{inversion_path}: inverted with {key} {made[key]}, but this run has {wanted[key]}; "
                                  "edit it with the same --weights, --steps and --prediction-type")
+        # ddim and fixed-point inversions edit alike (only x_inv matters); direct also corrects every step.
+        method = inv.settings.get("inversion_method", "ddim")
+        if (method == "direct") != (config.inversion_method == "direct"):
+            raise ValueError(f"{inversion_path}: inverted with --inversion-method {method}, but this run has "
+                             f"{config.inversion_method}; Direct Inversion edits differently: use the same method")
         return Source(stem or Path(inversion_path).stem.removesuffix("-inversion"), inv.caption, True, None,
-                      (inv.x0, inv.x_inv), tuple(inv.x_inv.shape[-2:]), inv.settings)
+                      (inv.x0, inv.x_inv), tuple(inv.x_inv.shape[-2:]), inv.settings, inv.x_path)
     if image_path is not None:
         if not job.prompt:
             raise ValueError(f"{image_path}: no caption: pass --prompt \"a photo of a ...\", or let BLIP write one "
@@ -187,13 +198,14 @@ def run(sd: StableDiffusion, job: Job, config: EditConfig, out_dir: str | os.Pat
     # file under a final name, so a later run redoes it.
     result = edit_image(sd, src.image, src.caption, job.source, [t for t, _ in todo], config,
                         torch.Generator().manual_seed(config.seed), directions=directions, negative_prompt=negative,
-                        inverted=src.inverted, size=size[::-1], on_reference=heat, progress=progress)
+                        inverted=src.inverted, x_path=src.x_path, size=size[::-1], on_reference=heat,
+                        progress=progress)
 
     written = []
     if invert_now:
         settings = result.settings["config"] | {"prediction_type": sd.prediction_type, "caption_from": job.caption_from,
                                                 "input_sha256": records[todo[0][0]]["input_sha256"]}
-        written.append(Inversion(result.x_inv, result.x0, src.caption, sd.identity, settings)
+        written.append(Inversion(result.x_inv, result.x0, src.caption, sd.identity, settings, result.x_path)
                        .save(out_dir / f"{src.stem}-inversion.safetensors"))
     reconstruction = tensor_to_pil(result.reconstruction)
     written.append(save_png(reconstruction, out_dir / f"{src.stem}-reconstruction.png"))
@@ -204,16 +216,20 @@ def run(sd: StableDiffusion, job: Job, config: EditConfig, out_dir: str | os.Pat
         triptych = side_by_side([tensor_to_pil(result.image), reconstruction, edited])
         written.append(save_png(triptych, out_dir / f"{bases[target]}-side_by_side.png"))
         written.append(save_png(edited, out_dir / f"{bases[target]}.png"))
-        written.append(write_json(records[target], out_dir / f"{bases[target]}.json"))
+        measured = {key: None if math.isinf(value) else value for key, value in result.reconstruction_error.items()}
+        written.append(write_json(records[target] | {MEASURED: measured}, out_dir / f"{bases[target]}.json"))
     return written
 
 
 def done(out_dir: Path, base: str, record: dict) -> bool:
-    """True if this edit's PNG exists and its settings file holds exactly these settings."""
+    """True if this edit's PNG exists and its settings file holds exactly these settings (what was measured,
+    under MEASURED, is not a setting and is not compared)."""
     settings = out_dir / f"{base}.json"
     if not ((out_dir / f"{base}.png").is_file() and settings.is_file()):
         return False
     try:
-        return json.loads(settings.read_text()) == json.loads(json.dumps(record))
+        saved = json.loads(settings.read_text())
+        saved.pop(MEASURED, None)
+        return saved == json.loads(json.dumps(record))
     except (json.JSONDecodeError, OSError):
         return False
