@@ -25,6 +25,9 @@ import torch
 from pix2pix_zero.loading.checkpoint import CheckpointError
 
 COMMANDS = ("edit", "directions")
+# Errors that end a run with exit status 2 and one line naming the problem (no traceback): bad arguments or
+# files, a model that cannot load, an output folder that cannot be written.
+ERRORS = (CheckpointError, ValueError, OSError, ConnectionError)
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
@@ -35,7 +38,9 @@ def model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--weights-dir", default="weights", help="where to look for checkpoints (default: weights)")
     g.add_argument("--prediction-type", choices=["epsilon", "v_prediction"], help="override the checkpoint's")
     g.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    g.add_argument("--dtype", choices=list(DTYPES), default="fp32")
+    g.add_argument("--dtype", choices=list(DTYPES), default="fp32", help="UNet and text encoder (bf16: fast on "
+                   "CPUs with AVX-512 BF16/AMX and on GPUs; fp16: GPUs only)")
+    g.add_argument("--vae-dtype", choices=list(DTYPES), default="fp32", help="the VAE's (fp16 may overflow)")
     g.add_argument("--cache-dir", default=None, help="cache of sentences, mean embeddings and directions "
                                                      "(default: OUT/.cache, and outputs/.cache for directions)")
 
@@ -101,7 +106,11 @@ def edit_parser() -> argparse.ArgumentParser:
                                                        "in transformers' layout")
     g.add_argument("--caption-only", action="store_true", help="print the captions of the inputs and stop")
     g.add_argument("--negative-prompt", help="default: the caption for real images, empty for synthetic")
-    g.add_argument("--size", type=int, default=512, help="longer image side (rounded to multiples of 64)")
+    g.add_argument("--size", type=int, default=512, help="shorter image side; then each side is centre-cropped to a "
+                   "multiple of 64, the longer side capped at 2 x size (README: size policy)")
+    g.add_argument("--pad", action="store_true", help="pad each side to a multiple of 64 instead of cropping")
+    g.add_argument("--shard", help="I/N: edit only shard I (0-based) of N of the sorted inputs (SLURM arrays, "
+                                   "several machines); under torchrun the ranks shard by themselves")
     g.add_argument("--out", default="outputs", help="output folder")
     g.add_argument("--save-attention", action="store_true", help="save heat maps of the source word's attention")
     g.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -136,34 +145,48 @@ def concepts(a: argparse.Namespace, p: argparse.ArgumentParser) -> tuple[str, li
     return a.source, a.target
 
 
-def load_model(a: argparse.Namespace):
-    from pix2pix_zero.loading.hub import resolve_weights
+def load_model(a: argparse.Namespace, weights: Path):
     from pix2pix_zero import load_sd
-    return load_sd(resolve_weights(a.weights, a.weights_dir), device=a.device, dtype=DTYPES[a.dtype],
-                   prediction_type=a.prediction_type)
+    return load_sd(weights, device=a.device, dtype=DTYPES[a.dtype], prediction_type=a.prediction_type,
+                   vae_dtype=DTYPES[a.vae_dtype])
+
+
+def check_model_args(a: argparse.Namespace) -> Path:
+    """Before anything loads: the device runs the dtypes, and the checkpoint is one this project reads (headers
+    only). Returns the checkpoint's path."""
+    from pix2pix_zero.loading.device import device_problem
+    from pix2pix_zero.loading.hub import resolve_weights
+    from pix2pix_zero.loading.load import read_layout
+    for dtype in dict.fromkeys((a.dtype, a.vae_dtype)):
+        if warning := device_problem(a.device, DTYPES[dtype]):
+            print(f"warning: {warning}", file=sys.stderr)
+    weights = resolve_weights(a.weights, a.weights_dir)
+    read_layout(weights)
+    return weights
 
 
 def sentence_options(a: argparse.Namespace, p: argparse.ArgumentParser, progress: bool = True):
-    from pix2pix_zero.tools.sentences import SentenceOptions
+    """Check the sentence arguments (files readable, UTF-8, not empty) and say where sentences come from."""
+    from pix2pix_zero.tools.sentences import SentenceOptions, read_sentence_file
     if a.num_sentences < 1:
         p.error("--num-sentences must be at least 1")
+    for file in [a.source_sentences, *a.target_sentences]:
+        if file is not None and Path(file).suffix != ".pt":  # .pt: a mean embedding, checked against the model
+            read_sentence_file(file)
+        elif file is not None and not Path(file).is_file():
+            raise FileNotFoundError(f"{file}: no such mean-embedding file")
     return SentenceOptions(a.sentences, a.lm, a.num_sentences, a.lm_seed, a.weights_dir, a.device, DTYPES[a.dtype],
                            progress)
 
 
-def generate_sentences_first(a: argparse.Namespace, options, source: str, targets: list[str], cache_dir: str):
-    """With --sentences lm, write the sentence files of every word without one before Stable Diffusion is
-    loaded, so the language model and SD are never in memory together."""
-    from pix2pix_zero.tools.sentences import generate_missing_sentences
-    words = ([source] if a.source_sentences is None else []) + \
-        [t for t, f in zip(targets, a.target_sentences or [None] * len(targets)) if f is None]
-    if options.sentences == "lm" and words:
-        generate_missing_sentences(words, options, cache_dir)
-
-
 def main_edit(argv: list[str]) -> int:
-    from pix2pix_zero.tools.batch import Job, input_images, output_stems, run
+    """Check every argument, then edit each input (tools.folder.edit_inputs) and write the summary. Returns the
+    exit status: 0 all done, 1 some inputs failed, 2 a usage or model error (raised, see main)."""
+    import time
+
     from pix2pix_zero.config import EditConfig
+    from pix2pix_zero.tools import distributed, folder
+    from pix2pix_zero.tools.batch import Job
     p = edit_parser()
     a = p.parse_args(argv)
     if not a.caption_only:
@@ -172,33 +195,55 @@ def main_edit(argv: list[str]) -> int:
         p.error("give --input or --inversion, not both")
     if a.caption_only and not a.input:
         p.error("--caption-only needs --input")
+    if a.size <= 0 or a.size % 8:
+        p.error(f"--size must be a positive multiple of 8 (e.g. 512), not {a.size}")
     config = EditConfig(**{f.name: getattr(a, f.name) for f in dataclasses.fields(EditConfig)})
-    if a.input and Path(a.input).is_dir() and Path(a.input).resolve() == Path(a.out).resolve():
-        p.error("--out must not be the input folder (the outputs would become inputs of the next run)")
-    images = input_images(a.input) if a.input else [None]
-    stems = output_stems(images) if a.input else {None: None}
-    captions, caption_from = {image: a.prompt for image in images}, "--prompt"
-    if a.input and (not a.prompt or a.caption_only):  # BLIP captions every image, then is released: SD comes next
-        from pix2pix_zero.tools.captions import caption_files
-        captions, caption_from = caption_files(images, stems, a.out, a.captioner, a.weights_dir, a.device,
-                                               DTYPES[a.dtype], progress=not a.quiet)
-        for image in images:
-            print(f"{image}: caption \"{captions[image]}\" ({caption_from})")
+    rank = distributed.current_rank(a.shard)
+    a.device = distributed.rank_device(a.device, rank)
+    images = folder.input_images(a.input) if a.input else [None]
+    stems = folder.output_stems(images) if a.input else {None: None}
+    folder.check_output_folder(a.out, a.input)
     if a.caption_only:
+        from pix2pix_zero.tools.captions import caption_files
+        captions, name = caption_files(images, stems, a.out, a.captioner, a.weights_dir, a.device, DTYPES[a.dtype],
+                                       progress=not a.quiet)
+        for image in images:
+            print(f"{image}: caption \"{captions[image]}\" ({name})")
         return 0
     options = sentence_options(a, p, not a.quiet)
-    generate_sentences_first(a, options, source, targets, a.cache_dir or f"{a.out}/.cache")
-    job = Job(source, targets, negative_prompt=a.negative_prompt, source_sentences=a.source_sentences,
-              target_sentences=a.target_sentences, size=a.size, save_attention=a.save_attention,
+    weights = check_model_args(a)
+    job = Job(source, targets, prompt=a.prompt, negative_prompt=a.negative_prompt, source_sentences=a.source_sentences,
+              target_sentences=a.target_sentences, size=a.size, pad=a.pad, save_attention=a.save_attention,
               cache_dir=a.cache_dir or f"{a.out}/.cache", sentence_options=options)
-    sd = load_model(a)
-    for image in images:
-        job_i = dataclasses.replace(job, prompt=captions[image], caption_from=caption_from)
-        written = run(sd, job_i, config, a.out, image_path=image, inversion_path=a.inversion, stem=stems[image],
-                      progress=not a.quiet)
-        name = image or a.inversion or "synthetic"
-        print(f"{name}: " + (", ".join(str(w) for w in written) if written else "already done (same settings)"))
-    return 0
+    captioner = None if a.prompt or not a.input else \
+        {"spec": a.captioner, "weights_dir": a.weights_dir, "device": a.device, "dtype": DTYPES[a.dtype]}
+    mine = folder.shard(images, rank.index, rank.count)
+    distributed.start(rank, a.device)
+    start = time.perf_counter()
+    try:
+        outcomes = folder.edit_inputs(mine, stems, job, config, a.out, lambda: load_model(a, weights), a.inversion,
+                                      captioner, progress=not a.quiet)
+        record = folder.summary_record(outcomes, (rank.index, rank.count), time.perf_counter() - start)
+    except ERRORS as e:
+        if not rank.torchrun:
+            raise
+        print(f"error: rank {rank.index}: {e}", file=sys.stderr)  # the other ranks go on; the summary says why
+        record = folder.summary_record([folder.Outcome(str(i), stems[i], "failed", f"rank {rank.index}: {e}")
+                                        for i in mine], (rank.index, rank.count))
+        record["exit_status"] = folder.EXIT_USAGE
+    written = folder.write_summary(record, folder.summary_path(a.out, (rank.index, rank.count)))
+    if rank.torchrun:
+        records = distributed.gather_json(record, rank)
+        if records is not None:
+            record = folder.merge_summaries(records)
+            written = folder.write_summary(record, folder.summary_path(a.out))
+        distributed.finish()
+    elif rank.count > 1:
+        written = folder.merge_shard_files(a.out, rank.count) or written
+    if rank.index == 0 or not rank.torchrun:
+        folder.report(record)
+        print(f"summary: {written}")
+    return record["exit_status"]
 
 
 def list_directions(cache_dir: str) -> int:
@@ -231,8 +276,13 @@ def main_directions(argv: list[str]) -> int:
     if len(targets) != 1:
         p.error("directions takes one --target")
     options = sentence_options(a, p)
-    generate_sentences_first(a, options, source, targets, cache_dir)
-    sd = load_model(a)
+    weights = check_model_args(a)
+    if options.sentences == "lm":
+        from pix2pix_zero.tools.sentences import generate_missing_sentences
+        words = ([source] if a.source_sentences is None else []) + ([] if a.target_sentences else targets)
+        if words:
+            generate_missing_sentences(words, options, cache_dir)
+    sd = load_model(a, weights)
     sentences = a.target_sentences[0] if a.target_sentences else None
     d = word_direction(sd, source, targets[0], a.source_sentences, sentences, cache_dir, options)
     for word, side in ((source, d.source), (targets[0], d.target)):
@@ -255,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     rest = argv[1:] if argv and argv[0] in COMMANDS else argv
     try:
         return {"edit": main_edit, "directions": main_directions}[command](rest)
-    except (CheckpointError, FileNotFoundError, ValueError, PermissionError, ConnectionError) as e:
+    except ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 

@@ -36,7 +36,15 @@ class EditConfig:
         if self.posterior not in (*POSTERIORS, None):
             raise ValueError(f"posterior must be one of {POSTERIORS} or None, not {self.posterior!r}")
         if not 1 <= self.num_steps <= 1000:
-            raise ValueError(f"num_steps must be in 1..1000, not {self.num_steps}")
+            raise ValueError(f"num_steps (--num-steps/--steps) must be in 1..1000, not {self.num_steps}; the paper's "
+                             "default is 50")
+        for name in ("guidance_scale", "lambda_xa", "lambda_ac", "lambda_kl", "num_reg_steps"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} (--{name.replace('_', '-')}) must be >= 0, not {getattr(self, name)}; "
+                                 f"its default is {getattr(type(self), name)}")
+        if self.num_ac_rolls < 1:
+            raise ValueError(f"num_ac_rolls (--num-ac-rolls) must be >= 1, not {self.num_ac_rolls} (turn the "
+                             "regularizer off with --num-reg-steps 0)")
         if self.inversion_method not in INVERSION_METHODS:
             raise ValueError(f"inversion_method must be one of {INVERSION_METHODS}, not {self.inversion_method!r}")
         if not 1 <= self.inversion_average <= self.inversion_iters:

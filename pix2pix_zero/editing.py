@@ -150,7 +150,8 @@ def edit(sd: StableDiffusion, x_inv: torch.Tensor, c: torch.Tensor, delta_cs: li
 @torch.no_grad()
 def decode_latents(sd: StableDiffusion, x0: torch.Tensor) -> torch.Tensor:
     """Latents x0 -> images (B, 3, H, W) in [-1, 1] (roughly): D(x0 / LATENT_SCALE)."""
-    return check_finite(sd.vae.decode(x0 / sd.latent_scale), "the decoded image", "VAE decoding")
+    z = (x0 / sd.latent_scale).to(sd.vae.decoder.conv_in.weight.dtype)  # the VAE's dtype (fp32 by default)
+    return check_finite(sd.vae.decode(z), "the decoded image", "VAE decoding")
 
 
 def initial_noise(shape: tuple[int, ...], generator: torch.Generator, device, dtype) -> torch.Tensor:

@@ -16,7 +16,9 @@ def check_finite(x: torch.Tensor, what: str, where: str) -> torch.Tensor:
     if bool(torch.isfinite(x).all()):
         return x
     bad = int((~torch.isfinite(x)).sum())
-    if x.dtype == torch.float16:
+    if x.dtype == torch.float16 and where.startswith("VAE"):
+        fix = "float16 overflows in the VAE: run it with --vae-dtype fp32 (the default) or bf16"
+    elif x.dtype == torch.float16:
         fix = "float16 overflows here: run with --dtype bf16 or --dtype fp32"
     else:
         fix = ("the model produced it in " + str(x.dtype).removeprefix("torch.") + "; check the checkpoint, "

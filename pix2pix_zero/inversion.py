@@ -27,9 +27,9 @@ def encode_image(sd: StableDiffusion, image: torch.Tensor, posterior: str = "mea
         raise ValueError(f"posterior must be one of {POSTERIORS}, not {posterior!r}")
     if posterior == "sample" and generator is None:
         raise ValueError("posterior='sample' draws from a torch.Generator: pass generator=")
-    mean, logvar = sd.vae.encode(image.to(sd.unet.conv_in.weight))
+    mean, logvar = sd.vae.encode(image.to(sd.vae.encoder.conv_in.weight))  # at the VAE's dtype (fp32 by default)
     z = mean if posterior == "mean" else sample_posterior(mean, logvar, generator)
-    return check_finite(sd.latent_scale * z, "the encoded image x0", "VAE encoding")
+    return check_finite(sd.latent_scale * z, "the encoded image x0", "VAE encoding").to(sd.unet.conv_in.weight.dtype)
 
 
 def unet_eps(sd: StableDiffusion, x: torch.Tensor, t: int, c: torch.Tensor, alpha_bar_t, where: str) -> torch.Tensor:

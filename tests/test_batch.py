@@ -1,13 +1,6 @@
-"""Running on files: output names, synthetic sizes."""
-from pathlib import Path
-
-from pix2pix_zero.tools.batch import Job, load_source, output_stems, safe_name
+"""Running one input: word names, synthetic sizes, prompts. (Folders: tests/test_folder.py.)"""
+from pix2pix_zero.tools.batch import Job, load_source, safe_name
 from pix2pix_zero.config import EditConfig
-
-
-def test_output_stems_keep_dots_and_separate_shared_stems():
-    images = [Path("a/my.cat.png"), Path("a/dog.png"), Path("a/dog.jpg")]
-    assert output_stems(images) == {images[0]: "my.cat", images[1]: "dog_png", images[2]: "dog_jpg"}
 
 
 def test_safe_name_keeps_words_and_replaces_path_characters():
@@ -16,8 +9,8 @@ def test_safe_name_keeps_words_and_replaces_path_characters():
 
 
 def test_synthetic_size_follows_the_resize_policy_and_names_the_prompt(sd):
-    src = load_source(sd, Job("cat", ["dog"], prompt="a cat, on a sofa", size=100), EditConfig(seed=4), None, None, None)
-    assert src.latent_hw == (16, 16)  # 100 rounds to 128 pixels
+    src = load_source(sd, Job("cat", ["dog"], prompt="a cat, on a sofa", size=136), EditConfig(seed=4), None, None, None)
+    assert src.latent_hw == (16, 16)  # 136 crops to 128 pixels, a multiple of 64
     assert src.stem == "synthetic-a_cat__on_a_sofa-seed4" and not src.real and src.inverted is None and src.image is None
 
 

@@ -83,14 +83,17 @@ def half_files(tmp_path_factory):
 @pytest.mark.parametrize("file_dtype", [torch.float16, torch.bfloat16], ids=["fp16-file", "bf16-file"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["to-fp32", "to-bf16"])
 def test_half_files_load_at_the_requested_dtype(half_files, sd_single, file_dtype, dtype):
-    loaded = load_sd(half_files[file_dtype], dtype=dtype)
-    for part, weights in state_dicts(loaded).items():
-        params = dict(getattr(loaded, part).named_parameters())
-        assert params and all(p.dtype == dtype for p in params.values()), part
-        reference = state_dicts(sd_single)[part]  # the same seed in fp32, rounded as the file was
-        for k, w in weights.items():
-            if w.is_floating_point():
-                assert torch.equal(w, reference[k].to(file_dtype).to(dtype)), k
+    """The UNet and text encoder at `dtype`; the VAE at fp32 unless vae_dtype says otherwise."""
+    for vae_dtype in (torch.float32, dtype):
+        loaded = load_sd(half_files[file_dtype], dtype=dtype, vae_dtype=vae_dtype)
+        for part, weights in state_dicts(loaded).items():
+            want = vae_dtype if part == "vae" else dtype
+            params = dict(getattr(loaded, part).named_parameters())
+            assert params and all(p.dtype == want for p in params.values()), part
+            reference = state_dicts(sd_single)[part]  # the same seed in fp32, rounded as the file was
+            for k, w in weights.items():
+                if w.is_floating_point():
+                    assert torch.equal(w, reference[k].to(file_dtype).to(want)), k
 
 
 # --- errors ------------------------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ SD 2.x single file: see `load_sd`. Tensors are read one at a time and cast to th
 import json
 import re
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -150,15 +151,23 @@ def read_part(module: torch.nn.Module, refs: dict[str, Ref], origin: str, device
     return load_strict(module, tensors, origin)
 
 
-def load_sd(path: str | Path, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
-            prediction_type: str | None = None, verbose: bool = False) -> StableDiffusion:
-    """Load a Stable Diffusion 1.x or 2.x checkpoint: a single .safetensors file or a diffusers-format folder.
+@dataclass
+class Layout:
+    """What a checkpoint's headers say, read without loading a tensor: where each tensor is, the shapes' family
+    and configs, and the prediction type the checkpoint states (None if it states none)."""
+    path: Path
+    refs: dict[str, dict[str, Ref]]
+    skipped: list[str]
+    family: str
+    unet: UNetConfig
+    vae: VAEConfig
+    text: object  # transformers' CLIPTextConfig
+    found_type: str | None
 
-    The prediction type is `prediction_type` if given, else what the checkpoint says: a folder's
-    scheduler/scheduler_config.json, or for a single file the original LDM config beside it (same stem, .yaml;
-    see ldm_config.py). A single file without one predicts eps if SD 1.x; an SD 2.x one is taken to predict v
-    (SD 2.x 768-v, the common download) with a warning, since the 512-base model has the same keys and shapes.
-    """
+
+def read_layout(path: str | Path) -> Layout:
+    """Check that `path` holds an SD 1.x/2.x checkpoint this project loads (headers only: fast, no tensors read);
+    CheckpointError naming the path and the problem if not."""
     path = Path(path)
     if path.is_dir():
         if not (path / "unet").is_dir():
@@ -189,31 +198,48 @@ def load_sd(path: str | Path, device: torch.device | str = "cpu", dtype: torch.d
         unet_kind = "SD 2.x (Linear proj_in)" if family == "sd2" else "SD 1.x (1x1-conv proj_in)"
         text_kind = "OpenCLIP (SD 2.x)" if is_openclip else "OpenAI CLIP (SD 1.x)"
         raise CheckpointError(f"{path}: mixed families: the UNet is {unet_kind} but the text encoder is {text_kind}")
-    if found_type is None and prediction_type is None and family == "sd2":
-        warnings.warn(f"{path.name}: an SD 2.x single file does not say whether it predicts v (768-v) or eps "
-                      f"(512-base) and no {path.with_suffix('.yaml').name} is beside it; assuming v_prediction "
-                      "(override: prediction_type='epsilon', --prediction-type epsilon)", stacklevel=2)
-    prediction_type = prediction_type or found_type or ("v_prediction" if family == "sd2" else "epsilon")
-    if prediction_type not in PREDICTION_TYPES:
-        raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, not {prediction_type!r}")
     if ucfg.in_channels != 4:
         kind = "an inpainting" if ucfg.in_channels == 9 else f"a {ucfg.in_channels}-channel"
         raise CheckpointError(f"{path}: {kind} UNet checkpoint; not supported (pix2pix-zero needs the 4-channel "
                               "text-to-image UNet)")
+    return Layout(path, refs, skipped, family, ucfg, vcfg, tcfg, found_type)
+
+
+def load_sd(path: str | Path, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
+            prediction_type: str | None = None, verbose: bool = False,
+            vae_dtype: torch.dtype = torch.float32) -> StableDiffusion:
+    """Load a Stable Diffusion 1.x or 2.x checkpoint: a single .safetensors file or a diffusers-format folder.
+
+    The UNet and text encoder are cast to `dtype`, the VAE to `vae_dtype` (fp32 unless told otherwise: SD's VAE
+    decoder overflows fp16 on large images, and it runs twice per image, so fp32 costs little).
+    The prediction type is `prediction_type` if given, else what the checkpoint says: a folder's
+    scheduler/scheduler_config.json, or for a single file the original LDM config beside it (same stem, .yaml;
+    see ldm_config.py). A single file without one predicts eps if SD 1.x; an SD 2.x one is taken to predict v
+    (SD 2.x 768-v, the common download) with a warning, since the 512-base model has the same keys and shapes.
+    """
+    layout = read_layout(path)
+    path, refs, family = layout.path, layout.refs, layout.family
+    if layout.found_type is None and prediction_type is None and family == "sd2":
+        warnings.warn(f"{path.name}: an SD 2.x single file does not say whether it predicts v (768-v) or eps "
+                      f"(512-base) and no {path.with_suffix('.yaml').name} is beside it; assuming v_prediction "
+                      "(override: prediction_type='epsilon', --prediction-type epsilon)", stacklevel=2)
+    prediction_type = prediction_type or layout.found_type or ("v_prediction" if family == "sd2" else "epsilon")
+    if prediction_type not in PREDICTION_TYPES:
+        raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, not {prediction_type!r}")
     with torch.device("meta"):
-        unet, vae = UNet(ucfg), AutoencoderKL(vcfg)
-    text_encoder = new_text_encoder(tcfg, device)
+        unet, vae = UNet(layout.unet), AutoencoderKL(layout.vae)
+    text_encoder = new_text_encoder(layout.text, device)
     unet = read_part(unet, refs["unet"], f"{path} (UNet)", device, dtype)
-    vae = read_part(vae, refs["vae"], f"{path} (VAE)", device, dtype)
+    vae = read_part(vae, refs["vae"], f"{path} (VAE)", device, vae_dtype)
     text_refs = text_encoder_state_dict(refs["text"], text_encoder)
     text_encoder = read_part(text_encoder, text_refs, f"{path} (text encoder)", device, dtype)
     if verbose:
-        print(f"{path}: skipped {len(skipped)} keys no model uses (schedule buffers, EMA, position ids, "
-              f"contrastive head, unused text block):\n" + "\n".join(f"  {k}" for k in skipped))
+        print(f"{path}: skipped {len(layout.skipped)} keys no model uses (schedule buffers, EMA, position ids, "
+              f"contrastive head, unused text block):\n" + "\n".join(f"  {k}" for k in layout.skipped))
 
     def fingerprint(parts) -> str:
         files = sorted({f.path: f for part in parts for f, _ in refs[part].values()}.items())
         return "-".join(f.fingerprint() for _, f in files)
 
     return StableDiffusion(unet, vae, text_encoder, load_tokenizer(FAMILIES[family]["pad_token"]), prediction_type,
-                           family, fingerprint(refs), fingerprint(["text"]), str(path), skipped=skipped)
+                           family, fingerprint(refs), fingerprint(["text"]), str(path), skipped=layout.skipped)

@@ -27,13 +27,12 @@ from ..models.sd import StableDiffusion
 from ..pipeline import edit_image, setting_rules
 from .files import atomic_path
 from .heatmap import WordAttention, word_token_indices
-from .image import fit_size, load_image, save_png, side_by_side, tensor_to_pil
+from .image import Geometry, load_image, plan_geometry, save_png, side_by_side, tensor_to_pil
 from .inversion_file import Inversion
 from .sentences import SentenceOptions, origin_of, word_direction
 
 # The settings-file key of pipeline.reconstruction_errors (latent RMS, PSNRs; null = infinite PSNR, no error).
 MEASURED = "reconstruction"
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
 
 
 @dataclass
@@ -46,23 +45,11 @@ class Job:
     negative_prompt: str | None = None  # default: the caption (real images), "" (synthetic)
     source_sentences: str | None = None  # a text file, one sentence a line; None: the built-in templates
     target_sentences: list[str | None] = field(default_factory=list)  # one per target, or empty
-    size: int = 512
+    size: int = 512  # the shorter image side (image.py's size policy)
+    pad: bool = False  # pad to multiples of 64 instead of cropping
     save_attention: bool = False
     cache_dir: str | None = None
     sentence_options: SentenceOptions | None = None  # templates (None) or a language model, for words without files
-
-
-def input_images(path: str | os.PathLike) -> list[Path]:
-    """An image file, or every image directly inside a folder (sorted by name)."""
-    path = Path(path)
-    if path.is_dir():
-        images = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-        if not images:
-            raise FileNotFoundError(f"{path}: no images in this folder ({', '.join(sorted(IMAGE_SUFFIXES))})")
-        return images
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such image file or folder")
-    return [path]
 
 
 def safe_name(word: str) -> str:
@@ -100,15 +87,6 @@ def write_json(record: dict, path: Path) -> Path:
     return path
 
 
-def output_stems(images: list[Path]) -> dict[Path, str]:
-    """The output stem of each image: its name without the extension, or, where two images share that
-    (cat.png and cat.jpg), the name with the extension joined by an underscore (cat_png, cat_jpg)."""
-    counts: dict[str, int] = {}
-    for p in images:
-        counts[p.stem] = counts.get(p.stem, 0) + 1
-    return {p: p.stem if counts[p.stem] == 1 else f"{p.stem}_{p.suffix[1:]}" for p in images}
-
-
 @dataclass
 class Source:
     """What one run edits: a real image (to invert, or already inverted) or a synthetic one."""
@@ -120,6 +98,7 @@ class Source:
     latent_hw: tuple[int, int]
     inverted_with: dict | None = None  # the settings of a reloaded inversion
     x_path: torch.Tensor | None = None  # the inversion levels of a reloaded inversion, if it kept them
+    geometry: Geometry | None = None  # how an input image became the edited one (crop or pad)
 
 
 def load_source(sd: StableDiffusion, job: Job, config: EditConfig, image_path, inversion_path, stem) -> Source:
@@ -143,12 +122,12 @@ def load_source(sd: StableDiffusion, job: Job, config: EditConfig, image_path, i
         if not job.prompt:
             raise ValueError(f"{image_path}: no caption: pass --prompt \"a photo of a ...\", or let BLIP write one "
                              "(captions.caption_files)")
-        image = load_image(image_path, job.size)
+        image, geometry = load_image(image_path, job.size, job.pad)
         return Source(stem or Path(image_path).stem, job.prompt, True, image, None,
-                      (image.shape[-2] // 8, image.shape[-1] // 8))
+                      (image.shape[-2] // 8, image.shape[-1] // 8), geometry=geometry)
     if not job.prompt:
         raise ValueError("a synthetic image needs --prompt (or give --input)")
-    W, H = fit_size(job.size, job.size, job.size)
+    W, H = plan_geometry(job.size, job.size, job.size).size
     return Source(stem or f"synthetic-{safe_name(job.prompt)[:40]}-seed{config.seed}", job.prompt, False, None, None,
                   (H // 8, W // 8))
 
@@ -171,6 +150,8 @@ def run(sd: StableDiffusion, job: Job, config: EditConfig, out_dir: str | os.Pat
     for record in records.values():
         if src.inverted_with is not None:
             record["inverted_with"] = src.inverted_with
+        if src.geometry is not None:
+            record["geometry"] = src.geometry.to_dict()
         if image_path is not None:
             record["input_sha256"] = hashlib.sha256(Path(image_path).read_bytes()).hexdigest()
     todo = [(t, s) for t, s in targets if not done(out_dir, bases[t], records[t])]

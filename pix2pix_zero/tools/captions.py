@@ -16,9 +16,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 
 from ..loading.hub import resolve_pretrained
+from .image import read_image
 
 CAPTIONERS = {"base": "Salesforce/blip-image-captioning-base", "large": "Salesforce/blip-image-captioning-large"}
 FILES = ["config.json", "preprocessor_config.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt",
@@ -79,16 +80,6 @@ def caption_images(captioner: Captioner, images: list[Image.Image], batch_size: 
     return captions
 
 
-def read_image(path: Path) -> Image.Image:
-    try:
-        with Image.open(path) as im:
-            return ImageOps.exif_transpose(im).convert("RGB")
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: no such image file") from None
-    except (UnidentifiedImageError, OSError) as e:
-        raise ValueError(f"{path}: not a readable image ({e})") from None
-
-
 def file_digest(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
@@ -112,7 +103,8 @@ def caption_files(paths: list[Path], stems: dict[Path, str], out_dir: str | os.P
                   batch_size: int = 8, progress: bool = False) -> tuple[dict[Path, str], str]:
     """({path: caption}, captioner name) for image files: captions stored by earlier runs are reused, the rest
     made in batches. BLIP is released before returning, so Stable Diffusion, loaded next, never shares memory
-    with it: the peak is the larger of the two models, not their sum."""
+    with it: the peak is the larger of the two models, not their sum. A caption may come back empty (BLIP wrote
+    nothing): the caller decides (tools.folder fails that image with a message)."""
     name = f"BLIP {CAPTIONERS.get(spec, spec)}"
     digests = {p: file_digest(p) for p in paths}
     captions = {p: c for p in paths if (c := known_caption(Path(out_dir), stems[p], digests[p], name))}
@@ -127,6 +119,4 @@ def caption_files(paths: list[Path], stems: dict[Path, str], out_dir: str | os.P
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
-        if empty := [str(p) for p in todo if not captions[p]]:
-            raise ValueError(f"{', '.join(empty)}: BLIP wrote an empty caption; give one with --prompt")
     return {p: captions[p] for p in paths}, name
