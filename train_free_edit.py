@@ -202,7 +202,6 @@ def main_edit(argv: list[str]) -> int:
     a.device = distributed.rank_device(a.device, rank)
     images = folder.input_images(a.input) if a.input else [None]
     stems = folder.output_stems(images) if a.input else {None: None}
-    folder.check_output_folder(a.out, a.input)
     if a.caption_only:
         from pix2pix_zero.tools.captions import caption_files
         captions, name = caption_files(images, stems, a.out, a.captioner, a.weights_dir, a.device, DTYPES[a.dtype],
@@ -210,6 +209,7 @@ def main_edit(argv: list[str]) -> int:
         for image in images:
             print(f"{image}: caption \"{captions[image]}\" ({name})")
         return 0
+    folder.check_output_folder(a.out, a.input)
     options = sentence_options(a, p, not a.quiet)
     weights = check_model_args(a)
     job = Job(source, targets, prompt=a.prompt, negative_prompt=a.negative_prompt, source_sentences=a.source_sentences,

@@ -175,7 +175,7 @@ def test_default_edit_at_512_px_is_finite_and_not_flat_for_several_seeds(tmp_pat
     from safetensors.torch import load_file
 
     from pix2pix_zero.loading.random_checkpoint import make_checkpoint
-    y, x = np.mgrid[0:384, 0:512] / 512  # a smooth picture, as photographs mostly are
+    y, x = np.mgrid[0:512, 0:512] / 512  # a smooth picture, as photographs mostly are
     Image.fromarray((np.stack([x, y, 0.5 + 0.5 * np.sin(6 * x) * np.cos(4 * y)], -1) * 255).astype(np.uint8)).save(
         tmp_path / "smooth.png")
     for seed in (0, 1, 2):
@@ -185,9 +185,9 @@ def test_default_edit_at_512_px_is_finite_and_not_flat_for_several_seeds(tmp_pat
                 "--weights", weights, "--out", out, "--steps", "2", "--quiet", cwd=tmp_path)
         assert r.returncode == 0, r.stderr
         inversion = load_file(out / "smooth-inversion.safetensors")
-        assert torch.isfinite(inversion["x_inv"]).all() and inversion["x_inv"].shape == (1, 4, 48, 64)
+        assert torch.isfinite(inversion["x_inv"]).all() and inversion["x_inv"].shape == (1, 4, 64, 64)
         edited = np.asarray(Image.open(out / "smooth-cat2dog.png"), dtype=np.float32)
-        assert edited.shape == (384, 512, 3) and edited.std() > 1.0
+        assert edited.shape == (512, 512, 3) and edited.std() > 1.0
 
 
 @pytest.mark.slow
@@ -209,3 +209,150 @@ def test_direct_inversion_flags_reconstruction_record_resume_and_method_check(tm
     r = cli("--inversion", tmp_path / "out" / "my.cat-inversion.safetensors", "--source", "cat", "--target", "owl",
             "--weights", single_file, "--out", tmp_path / "out", *FAST, cwd=tmp_path)
     assert r.returncode == 2 and "inversion-method direct" in r.stderr
+
+
+# --- many inputs, bad inputs, interruptions, several processes ----------------------------------------------------
+
+def write_corpus(folder: Path) -> dict[str, str]:
+    """Every kind of input a folder run meets, written here; name -> "done" or the failure message (a regex)."""
+    import io
+    from test_image import png_header_claiming
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    rgb = (rng.random((48, 64, 3)) * 255).astype(np.uint8)
+    good = io.BytesIO()
+    Image.fromarray(rgb).save(good, format="PNG")
+    (folder / "truncated.png").write_bytes(good.getvalue()[:len(good.getvalue()) // 2])
+    (folder / "zero.png").write_bytes(b"")
+    (folder / "text.png").write_text("this is a text file named .png\n")
+    Image.fromarray(rgb).convert("CMYK").save(folder / "cmyk.jpg")
+    Image.fromarray((rng.random((48, 64)) * 65535).astype(np.uint16)).save(folder / "gray16.png")
+    Image.fromarray(rgb).convert("P").save(folder / "palette.png")
+    Image.fromarray(np.dstack([rgb, (rng.random((48, 64)) * 255).astype(np.uint8)]), "RGBA").save(folder / "rgba.png")
+    Image.fromarray((rng.random((40, 2000, 3)) * 255).astype(np.uint8)).save(folder / "wide.png")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored 120 x 60, shown rotated: 60 x 120
+    Image.fromarray((rng.random((60, 120, 3)) * 255).astype(np.uint8)).save(folder / "rotated.jpg", exif=exif)
+    (folder / "bomb.png").write_bytes(png_header_claiming(100_000, 100_000))
+    return {"truncated.png": "truncated|corrupt", "zero.png": "empty file", "text.png": "not an image",
+            "cmyk.jpg": "done", "gray16.png": "done", "palette.png": "done", "rgba.png": "done",
+            "wide.png": "too thin.*--pad", "rotated.jpg": "done", "bomb.png": "refused before decoding"}
+
+
+def test_bad_input_corpus_mixed_in_one_folder_and_one_by_one(tmp_path, single_file):
+    """Mixed: each bad file gets its one-line error, every good one is edited, exit status 1, and summary.json
+    lists every input with its status. One by one: exit 0 for a good file, 1 naming the problem for a bad one."""
+    expected = write_corpus(tmp_path / "in")
+    before = {p.name: p.read_bytes() for p in (tmp_path / "in").iterdir()}
+    out = tmp_path / "out"
+    r = cli("--input", tmp_path / "in", "--prompt", "a photo of a cat", "--task", "cat2dog", "--weights", single_file,
+            "--out", out, *FAST, cwd=tmp_path)
+    assert r.returncode == 1, r.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    status = {Path(e["input"]).name: e for e in summary["inputs"]}
+    assert set(status) == set(expected)
+    for name, want in expected.items():
+        stem = Path(name).stem
+        if want == "done":
+            assert status[name]["status"] == "done", status[name]
+            assert (out / f"{stem}-cat2dog.png").is_file()
+        else:
+            assert status[name]["status"] == "failed" and re.search(want, status[name]["reason"]), status[name]
+            assert re.search(f"error: .*{re.escape(name)}.*({want})", r.stderr), name
+            assert not list(out.glob(f"{stem}-*"))
+    assert Image.open(out / "rotated-cat2dog.png").size == (64, 128)  # portrait: the EXIF rotation was applied
+    assert summary["counts"] == {"done": 5, "skipped": 0, "failed": 5} and "5 failed" in r.stdout
+    assert not list(out.glob(".*partial"))
+    assert {p.name: p.read_bytes() for p in (tmp_path / "in").iterdir()} == before  # inputs untouched
+
+    for name, want in expected.items():
+        if name in ("cmyk.jpg", "wide.png", "bomb.png"):  # one good and two bad ones, alone
+            r = cli("--input", tmp_path / "in" / name, "--prompt", "a photo of a cat", "--task", "cat2dog",
+                    "--weights", single_file, "--out", tmp_path / "alone", *FAST, cwd=tmp_path)
+            assert r.returncode == (0 if want == "done" else 1), r.stderr
+            if want != "done":
+                assert name in r.stderr and re.search(want, r.stderr)
+
+
+def test_pad_keeps_the_whole_wide_image_and_records_the_geometry(tmp_path, single_file):
+    expected = write_corpus(tmp_path / "in")
+    assert expected["wide.png"] != "done"
+    r = cli("--input", tmp_path / "in" / "wide.png", "--prompt", "a photo", "--task", "cat2dog", "--pad",
+            "--weights", single_file, "--out", tmp_path / "out", *FAST, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    record = json.loads((tmp_path / "out" / "wide-cat2dog.json").read_text())
+    assert record["geometry"] == {"original": [2000, 40], "resized": [128, 3], "crop": None, "pad": [0, 30, 0, 31],
+                                  "size": [128, 64]}
+    assert Image.open(tmp_path / "out" / "wide-cat2dog.png").size == (128, 64)
+
+
+def test_sigkill_mid_run_then_rerun_does_each_image_exactly_once(tmp_path, single_file):
+    import signal
+    import time
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i in range(4):
+        Image.fromarray((np.random.default_rng(i).random((48, 64, 3)) * 255).astype(np.uint8)).save(folder / f"p{i}.png")
+    out = tmp_path / "out"
+    args = [sys.executable, str(ROOT / "train_free_edit.py"), "--input", folder, "--prompt", "a photo of a cat",
+            "--task", "cat2dog", "--weights", single_file, "--out", out, "--steps", "20", "--size", "64", "--quiet",
+            "--reg-steps", "1", "--ac-rolls", "1"]
+    run = subprocess.Popen([str(a) for a in args], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           env=os.environ | {"HF_HUB_OFFLINE": "1"})
+    deadline = time.time() + 300
+    while not list(out.glob("p*-cat2dog.json")) and run.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    run.send_signal(signal.SIGKILL)
+    run.communicate()
+    first = {p.name: p.stat().st_mtime_ns for p in out.iterdir() if not p.name.startswith(".")}
+    done_first = {n.removesuffix("-cat2dog.json") for n in first if n.endswith("-cat2dog.json")}
+    assert 1 <= len(done_first) < 4, "the kill must land after the first image and before the last"
+    for name in first:  # nothing under a final name is partial: every PNG decodes, every JSON parses
+        if name.endswith(".png"):
+            Image.open(out / name).load()
+        elif name.endswith(".json"):
+            json.loads((out / name).read_text())
+
+    again = cli(*args[2:], cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    status = {e["stem"]: e["status"] for e in summary["inputs"]}
+    assert status == {f"p{i}": "skipped" if f"p{i}" in done_first else "done" for i in range(4)}
+    for name, mtime in first.items():  # what the killed run finished was not redone
+        if name.split("-")[0] in done_first:
+            assert (out / name).stat().st_mtime_ns == mtime, name
+    assert not list(out.glob(".*.partial"))  # the killed run's temporaries were removed
+
+
+def test_torchrun_two_ranks_edit_each_image_once_and_rank_0_merges(tmp_path, single_file):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i in range(5):
+        Image.fromarray((np.random.default_rng(i).random((48, 64, 3)) * 255).astype(np.uint8)).save(folder / f"p{i}.png")
+    out = tmp_path / "out"
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                        str(ROOT / "train_free_edit.py"), "--input", str(folder), "--prompt", "a photo of a cat",
+                        "--task", "cat2dog", "--weights", str(single_file), "--out", str(out), *FAST],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                       env=os.environ | {"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr
+    shards = [json.loads((out / f"summary-shard-{i}-of-2.json").read_text()) for i in range(2)]
+    assert [[e["stem"] for e in s["inputs"]] for s in shards] == [["p0", "p1", "p2"], ["p3", "p4"]]
+    merged = json.loads((out / "summary.json").read_text())
+    assert [e["stem"] for e in merged["inputs"]] == [f"p{i}" for i in range(5)]
+    assert all(e["status"] == "done" for e in merged["inputs"]) and merged["shards"] == [[0, 2], [1, 2]]
+    assert sorted(p.name for p in out.glob("*-cat2dog.png")) == [f"p{i}-cat2dog.png" for i in range(5)]
+
+
+def test_shard_flag_splits_like_torchrun_and_the_last_shard_merges(tmp_path, single_file):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i in range(3):
+        Image.fromarray((np.random.default_rng(i).random((48, 64, 3)) * 255).astype(np.uint8)).save(folder / f"p{i}.png")
+    out = tmp_path / "out"
+    for i in (1, 0):
+        r = cli("--input", folder, "--prompt", "a photo of a cat", "--task", "cat2dog", "--weights", single_file,
+                "--out", out, "--shard", f"{i}/2", *FAST, cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+    merged = json.loads((out / "summary.json").read_text())
+    assert [(e["stem"], e["status"]) for e in merged["inputs"]] == [("p0", "done"), ("p1", "done"), ("p2", "done")]

@@ -57,7 +57,8 @@ def test_a_full_disk_or_read_only_folder_names_the_path_and_keeps_written_files(
     with pytest.raises(OutputError, match=rf"next\.txt: cannot write it: {why}.*files written before are complete"):
         with atomic_path(tmp_path / "next.txt") as tmp:
             tmp.write_text("x")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["done.png"] and (tmp_path / "done.png").read_bytes() == b"whole"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["done.png"]
+    assert (tmp_path / "done.png").read_bytes() == b"whole"
 
 
 def test_temporary_names_are_unique_per_writer_and_name_it(tmp_path):

@@ -1,4 +1,4 @@
-"""Running the method on files: one image, a folder of images, a saved inversion, or a synthetic image.
+"""Running the method on one input: an image file, a saved inversion, or a synthetic image (many: folder.py).
 
 Per input (stem = the input's file name without its extension), under the output folder:
   STEM-inversion.safetensors              x_inv, x0, caption and settings (edit again with --inversion);
@@ -191,7 +191,8 @@ def run(sd: StableDiffusion, job: Job, config: EditConfig, out_dir: str | os.Pat
     reconstruction = tensor_to_pil(result.reconstruction)
     written.append(save_png(reconstruction, out_dir / f"{src.stem}-reconstruction.png"))
     if heat is not None:
-        written.append(save_png(heat.overlay(result.image), out_dir / f"{src.stem}-attention-{safe_name(job.source)}.png"))
+        attention = out_dir / f"{src.stem}-attention-{safe_name(job.source)}.png"
+        written.append(save_png(heat.overlay(result.image), attention))
     for (target, _), edit in zip(todo, result.edits, strict=True):
         edited = tensor_to_pil(edit)
         triptych = side_by_side([tensor_to_pil(result.image), reconstruction, edited])

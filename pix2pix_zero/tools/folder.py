@@ -7,8 +7,9 @@ one (batch.run), each failure (NaN, out of memory, ...) recorded and the next in
 lists every input with its status: done, skipped (already done with the same settings) or failed and why.
 
 Exit status of the command (`exit_status`): 0 every input done or skipped, 1 some inputs failed, 2 a usage or
-model error (nothing could be edited). Inputs are split between processes by `shard`: contiguous chunks of
-the sorted list, the first len % n shards one longer (as accelerate's split_between_processes).
+model error (bad arguments, a checkpoint that does not load, a saved inversion that does not fit the run, an
+output folder that cannot be written: raised, not recorded). Inputs are split between processes by `shard`:
+contiguous chunks of the sorted list, the first len % n shards one longer (as accelerate's split_between_processes).
 """
 import dataclasses
 import gc

@@ -1,0 +1,89 @@
+"""train_free_edit.py refuses bad arguments before any model loads, with exit status 2 and the fix in the message.
+
+Runs the command's main() in this process with the model loaders replaced by ones that fail the test, so a
+check that came after loading would show up as "model loaded".
+"""
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import train_free_edit  # noqa: E402
+
+
+@pytest.fixture
+def no_models(monkeypatch):
+    import pix2pix_zero
+    from pix2pix_zero.tools import captions
+
+    def loaded(*args, **kwargs):
+        raise AssertionError("a model was loaded before the arguments were checked")
+
+    monkeypatch.setattr(pix2pix_zero, "load_sd", loaded)
+    monkeypatch.setattr(captions, "load_captioner", loaded)
+
+
+def main(argv, capsys) -> tuple[int, str]:
+    try:
+        code = train_free_edit.main([str(a) for a in argv])
+    except SystemExit as e:  # argparse's own usage errors
+        code = e.code
+    return code, capsys.readouterr().err
+
+
+@pytest.fixture
+def photo(tmp_path):
+    path = tmp_path / "in" / "cat.png"
+    path.parent.mkdir()
+    Image.fromarray((np.random.default_rng(0).random((48, 64, 3)) * 255).astype(np.uint8)).save(path)
+    return path
+
+
+def test_each_bad_argument_exits_2_naming_the_fix(tmp_path, photo, single_file, no_models, capsys):
+    base = ["--input", photo, "--prompt", "a photo of a cat", "--weights", single_file, "--out", tmp_path / "out"]
+    empty, latin1 = tmp_path / "empty.txt", tmp_path / "latin1.txt"
+    empty.write_text("\n  \n")
+    latin1.write_bytes("un chat assis sur la fenêtre\n".encode("latin-1"))
+    not_a_checkpoint = tmp_path / "model.safetensors"
+    not_a_checkpoint.write_text("hello")
+    (tmp_path / "a-file").write_text("x")
+    cases = [
+        (["--task", "catdog"], "SOURCE2TARGET"),
+        (["--task", "cat2dog", "--source-sentences", empty], "empty.txt: no sentences"),
+        (["--task", "cat2dog", "--target-sentences", latin1], "latin1.txt: not a UTF-8"),
+        (["--task", "cat2dog", "--steps", "0"], "--num-steps"),
+        (["--task", "cat2dog", "--guidance-scale", "-1"], "--guidance-scale.*>= 0"),
+        (["--task", "cat2dog", "--xa-guidance", "-0.1"], "--lambda-xa.*>= 0"),
+        (["--task", "cat2dog", "--size", "100"], "--size must be a positive multiple of 8"),
+        (["--task", "cat2dog", "--size", "0"], "--size must be a positive multiple of 8"),
+        (["--task", "cat2dog", "--weights", tmp_path / "missing.safetensors"], "missing.safetensors: no such"),
+        (["--task", "cat2dog", "--weights", not_a_checkpoint], "model.safetensors: not a safetensors file"),
+        (["--task", "cat2dog", "--out", tmp_path / "a-file"], "a-file"),
+        (["--task", "cat2dog", "--shard", "2/2"], "--shard"),
+    ]
+    for extra, problem in cases:
+        code, err = main([*base, *extra], capsys)
+        assert code == 2, (extra, err)
+        assert re.search(problem, err), (extra, err)
+    code, err = main(["--input", photo.parent, "--prompt", "x", "--task", "cat2dog", "--weights", single_file,
+                      "--out", photo.parent], capsys)
+    assert code == 2 and "is the input folder" in err and "--out" in err
+    assert sorted(p.name for p in photo.parent.iterdir()) == ["cat.png"]  # nothing written beside the input
+
+
+def test_fp16_on_a_cpu_is_warned_about_before_loading(tmp_path, photo, single_file, monkeypatch, capsys):
+    import pix2pix_zero
+
+    def loaded(*args, **kwargs):
+        raise ValueError("loading the model now")
+
+    monkeypatch.setattr(pix2pix_zero, "load_sd", loaded)
+    code, err = main(["--input", photo, "--prompt", "x", "--task", "cat2dog", "--weights", single_file, "--out",
+                      tmp_path / "out", "--device", "cpu", "--dtype", "fp16", "--quiet"], capsys)
+    assert code == 2 and "loading the model now" in err
+    assert "warning: --dtype fp16 on a CPU" in err and "--dtype bf16" in err
+    assert err.index("warning: --dtype fp16") < err.index("loading the model now")
