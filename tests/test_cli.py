@@ -213,6 +213,14 @@ def test_direct_inversion_flags_reconstruction_record_resume_and_method_check(tm
 
 # --- many inputs, bad inputs, interruptions, several processes ----------------------------------------------------
 
+def write_photos(folder: Path, n: int) -> Path:
+    """p0.png ... p{n-1}.png, 64 x 48 random pictures, in a new folder."""
+    folder.mkdir()
+    for i in range(n):
+        Image.fromarray((np.random.default_rng(i).random((48, 64, 3)) * 255).astype(np.uint8)).save(folder / f"p{i}.png")
+    return folder
+
+
 def write_corpus(folder: Path) -> dict[str, str]:
     """Every kind of input a folder run meets, written here; name -> "done" or the failure message (a regex)."""
     import io
@@ -289,10 +297,7 @@ def test_pad_keeps_the_whole_wide_image_and_records_the_geometry(tmp_path, singl
 def test_sigkill_mid_run_then_rerun_does_each_image_exactly_once(tmp_path, single_file):
     import signal
     import time
-    folder = tmp_path / "in"
-    folder.mkdir()
-    for i in range(4):
-        Image.fromarray((np.random.default_rng(i).random((48, 64, 3)) * 255).astype(np.uint8)).save(folder / f"p{i}.png")
+    folder = write_photos(tmp_path / "in", 4)
     out = tmp_path / "out"
     args = [sys.executable, str(ROOT / "train_free_edit.py"), "--input", folder, "--prompt", "a photo of a cat",
             "--task", "cat2dog", "--weights", single_file, "--out", out, "--steps", "20", "--size", "64", "--quiet",
@@ -325,10 +330,7 @@ def test_sigkill_mid_run_then_rerun_does_each_image_exactly_once(tmp_path, singl
 
 
 def test_torchrun_two_ranks_edit_each_image_once_and_rank_0_merges(tmp_path, single_file):
-    folder = tmp_path / "in"
-    folder.mkdir()
-    for i in range(5):
-        Image.fromarray((np.random.default_rng(i).random((48, 64, 3)) * 255).astype(np.uint8)).save(folder / f"p{i}.png")
+    folder = write_photos(tmp_path / "in", 5)
     out = tmp_path / "out"
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                         str(ROOT / "train_free_edit.py"), "--input", str(folder), "--prompt", "a photo of a cat",
@@ -345,10 +347,7 @@ def test_torchrun_two_ranks_edit_each_image_once_and_rank_0_merges(tmp_path, sin
 
 
 def test_shard_flag_splits_like_torchrun_and_the_last_shard_merges(tmp_path, single_file):
-    folder = tmp_path / "in"
-    folder.mkdir()
-    for i in range(3):
-        Image.fromarray((np.random.default_rng(i).random((48, 64, 3)) * 255).astype(np.uint8)).save(folder / f"p{i}.png")
+    folder = write_photos(tmp_path / "in", 3)
     out = tmp_path / "out"
     for i in (1, 0):
         r = cli("--input", folder, "--prompt", "a photo of a cat", "--task", "cat2dog", "--weights", single_file,
