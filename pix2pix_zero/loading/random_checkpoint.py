@@ -16,6 +16,7 @@ import argparse
 import json
 import math
 import os
+import secrets
 import shutil
 from pathlib import Path
 
@@ -132,8 +133,7 @@ def make_checkpoint(out: str | os.PathLike, layout: str = "single", full_size: b
         raise ValueError(f"layout must be 'single' or 'diffusers', not {layout!r}")
     if legacy_vae:  # old diffusers VAE files: query/key/value/proj_attn, nn.Linear weights (2-D) as ours
         w_vae = {convert.rename_legacy_vae(k, to_ours=False): v for k, v in w_vae.items()}
-    tmp = out.with_name(out.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}-{secrets.token_hex(4)}.partial")  # unique per writer
     pad_token = "<|endoftext|>"
     if family == "sd2":  # diffusers' converter drops the last OpenCLIP block, after the penultimate layer SD reads
         last = text_cfg.num_hidden_layers - 1
