@@ -204,11 +204,14 @@ def main_edit(argv: list[str]) -> int:
     stems = folder.output_stems(images) if a.input else {None: None}
     if a.caption_only:
         from pix2pix_zero.tools.captions import caption_files
-        captions, name = caption_files(images, stems, a.out, a.captioner, a.weights_dir, a.device, DTYPES[a.dtype],
-                                       progress=not a.quiet)
-        for image in images:
+        good, bad = folder.usable_images(images, a.size, a.pad)
+        for reason in bad.values():
+            print(f"error: {reason}", file=sys.stderr)
+        captions, name = caption_files(good, stems, a.out, a.captioner, a.weights_dir, a.device, DTYPES[a.dtype],
+                                       progress=not a.quiet) if good else ({}, "")
+        for image in good:
             print(f"{image}: caption \"{captions[image]}\" ({name})")
-        return 0
+        return folder.EXIT_SOME_FAILED if bad else folder.EXIT_DONE
     folder.check_output_folder(a.out, a.input)
     options = sentence_options(a, p, not a.quiet)
     weights = check_model_args(a)

@@ -355,3 +355,12 @@ def test_shard_flag_splits_like_torchrun_and_the_last_shard_merges(tmp_path, sin
         assert r.returncode == 0, r.stderr
     merged = json.loads((out / "summary.json").read_text())
     assert [(e["stem"], e["status"]) for e in merged["inputs"]] == [("p0", "done"), ("p1", "done"), ("p2", "done")]
+
+
+def test_caption_only_goes_on_past_a_bad_file(tmp_path, tiny_blip):
+    folder = write_photos(tmp_path / "in", 2)
+    (folder / "broken.png").write_bytes(b"")
+    r = cli("--input", folder, "--caption-only", "--captioner", tiny_blip, "--out", tmp_path / "out", cwd=tmp_path)
+    assert r.returncode == 1
+    assert "broken.png: empty file" in r.stderr
+    assert len(re.findall(r'p[01]\.png: caption "', r.stdout)) == 2

@@ -112,6 +112,19 @@ def release_memory() -> None:
         torch.cuda.empty_cache()
 
 
+def usable_images(images: list[Path | None], size: int = 512, pad: bool = False) -> tuple[list, dict[Path, str]]:
+    """(inputs that read and fit the size policy, {input: why not} for the others); None passes through."""
+    good, bad = [], {}
+    for image in images:
+        try:
+            if image is not None:
+                plan_geometry(*read_image(image).size, size, pad, str(image))
+            good.append(image)
+        except (ImageError, OSError) as e:
+            bad[image] = str(e)
+    return good, bad
+
+
 def edit_inputs(images: list[Path | None], stems: dict, job: Job, config: EditConfig, out_dir: str | os.PathLike,
                 load_model: Callable[[], StableDiffusion], inversion_path: str | None = None,
                 captioner: dict | None = None, log: Callable[[str], None] = print,
@@ -125,17 +138,10 @@ def edit_inputs(images: list[Path | None], stems: dict, job: Job, config: EditCo
     for p in remove_stale_temporaries(out_dir):
         log(f"removed {p}, left by an interrupted run")
     outcomes: dict = {}
-    good = []
-    for image in images:
-        if image is None:
-            good.append(image)
-            continue
-        try:
-            plan_geometry(*read_image(image).size, job.size, job.pad, str(image))
-            good.append(image)
-        except (ImageError, OSError) as e:
-            outcomes[image] = Outcome(str(image), stems[image], "failed", str(e))
-            log_error(f"error: {e}")
+    good, bad = usable_images(images, job.size, job.pad)
+    for image, reason in bad.items():
+        outcomes[image] = Outcome(str(image), stems[image], "failed", reason)
+        log_error(f"error: {reason}")
 
     captions = {image: job.prompt for image in good}
     caption_from = job.caption_from
