@@ -87,3 +87,33 @@ def test_fp16_on_a_cpu_is_warned_about_before_loading(tmp_path, photo, single_fi
     assert code == 2 and "loading the model now" in err
     assert "warning: --dtype fp16 on a CPU" in err and "--dtype bf16" in err
     assert err.index("warning: --dtype fp16") < err.index("loading the model now")
+
+
+def test_a_torchrun_rank_whose_model_fails_still_joins_the_gather(tmp_path, photo, single_file, monkeypatch,
+                                                                   capsys):
+    """Rank 1 of 2 cannot load its model: it records its inputs as failed (exit status 2 in its summary) and
+    still hands its summary to the gather, so rank 0 is never left waiting."""
+    import json
+
+    import pix2pix_zero
+    from pix2pix_zero.tools import distributed
+    for i in range(1, 4):
+        Image.open(photo).save(photo.parent / f"cat{i}.png")
+    gathered = []
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(distributed, "start", lambda rank, device: None)
+    monkeypatch.setattr(distributed, "gather_json", lambda record, rank: gathered.append(record))
+    monkeypatch.setattr(distributed, "finish", lambda: gathered.append("finished"))
+
+    def fails(*args, **kwargs):
+        raise ValueError("out of GPU memory while loading")
+
+    monkeypatch.setattr(pix2pix_zero, "load_sd", fails)
+    code, err = main(["--input", photo.parent, "--prompt", "x", "--task", "cat2dog", "--weights", single_file,
+                      "--out", tmp_path / "out", "--quiet"], capsys)
+    assert code == 2 and "rank 1: out of GPU memory while loading" in err
+    record, finished = gathered
+    assert finished == "finished" and record["exit_status"] == 2
+    assert [(e["stem"], e["status"]) for e in record["inputs"]] == [("cat2", "failed"), ("cat3", "failed")]
+    assert json.loads((tmp_path / "out" / "summary-shard-1-of-2.json").read_text()) == record
