@@ -59,6 +59,14 @@ def test_output_folder_checks(tmp_path):
         check_output_folder(tmp_path / "file", None)
 
 
+def test_output_folder_check_is_safe_when_writers_probe_at_once(tmp_path):
+    """torchrun ranks check the same --out at the same moment: no probe may remove another's."""
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda _: check_output_folder(tmp_path, None), range(400)))
+    assert list(tmp_path.iterdir()) == []
+
+
 def write_photo(path: Path, seed: int = 0, size=(48, 64)) -> Path:
     Image.fromarray((np.random.default_rng(seed).random((*size, 3)) * 255).astype(np.uint8)).save(path)
     return path

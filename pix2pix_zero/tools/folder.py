@@ -16,6 +16,7 @@ import gc
 import hashlib
 import json
 import os
+import secrets
 import sys
 import time
 import traceback
@@ -245,6 +246,8 @@ def check_output_folder(out_dir: str | os.PathLike, input_path: str | os.PathLik
     if input_path is not None and Path(input_path).is_dir() and Path(input_path).resolve() == out_dir.resolve():
         raise ValueError(f"--out {out_dir} is the input folder: the outputs would become inputs of the next run; "
                          "choose another --out")
-    with atomic_path(out_dir / ".write-test") as tmp:  # OutputError naming the folder if it cannot be written
+    # A name unique to this process: torchrun ranks probe the same folder at the same moment.
+    probe = out_dir / f".write-test-{os.getpid()}-{secrets.token_hex(4)}"
+    with atomic_path(probe) as tmp:  # OutputError naming the folder if it cannot be written
         tmp.write_bytes(b"")
-    (out_dir / ".write-test").unlink()
+    probe.unlink()
