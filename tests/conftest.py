@@ -72,3 +72,17 @@ def tiny_t5(tmp_path_factory):
     """A random T5 language-model folder with a word-level tokenizer (tests/tiny_models.py)."""
     from tiny_models import make_tiny_t5
     return make_tiny_t5(tmp_path_factory.mktemp("t5") / "tiny-t5")
+
+
+@pytest.fixture(scope="session")
+def tiny_clip(tmp_path_factory):
+    """A random CLIP folder in transformers' layout (tests/tiny_models.py)."""
+    from tiny_models import make_tiny_clip
+    return make_tiny_clip(tmp_path_factory.mktemp("clip") / "tiny-clip")
+
+
+@pytest.fixture(scope="session")
+def tiny_dino(tmp_path_factory):
+    """A random DINO-shaped ViT folder in transformers' layout (tests/tiny_models.py)."""
+    from tiny_models import make_tiny_dino
+    return make_tiny_dino(tmp_path_factory.mktemp("dino") / "tiny-dino")
