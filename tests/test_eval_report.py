@@ -62,6 +62,6 @@ def test_lpips_absent_gives_a_clear_message(monkeypatch):
     monkeypatch.setitem(sys.modules, "lpips", None)  # import lpips -> ImportError
     monkeypatch.setitem(sys.modules, "torchmetrics.image.lpip", None)
     scorer, why = load_lpips("auto")
-    assert scorer is None and "lpips: not installed" in why and "torchmetrics: not installed" in why
+    assert scorer is None and "lpips: unavailable" in why and "torchmetrics: unavailable" in why
     assert "pip install lpips" in why
     assert load_lpips("off") == (None, "LPIPS off (--lpips off)")

@@ -45,7 +45,7 @@ def load_lpips(choice: str = "auto", device="cpu") -> tuple[Lpips | None, str]:
                 net = LearnedPerceptualImagePatchSimilarity(net_type="squeeze")
             return Lpips(package, net.to(device).eval(), device), ""
         except (ImportError, ModuleNotFoundError) as e:
-            problems.append(f"{package}: not installed ({e})")
+            problems.append(f"{package}: unavailable ({e})")
         except (OSError, RuntimeError) as e:
             problems.append(f"{package}: its backbone weights did not load ({e}); offline, put them in "
                             "torchvision's cache (~/.cache/torch/hub/checkpoints) first")
