@@ -52,6 +52,10 @@ def test_items_words_prompts_and_categories(data):
     assert pie_bench.item_words(items[2], "prompt-pair") == ("original", "edited")
     with pytest.raises(ValueError, match="212000000000.*prompt-pair"):
         pie_bench.item_words(items[2], "words")
+    items[0].blended_word = "bicycle bicycle"  # PIE-Bench's attribute edits name the word twice
+    with pytest.raises(ValueError, match="twice.*prompt-pair"):
+        pie_bench.item_words(items[0], "words")
+    assert pie_bench.item_words(items[0], "prompt-pair") == ("bicycle", "bicycle")
     assert pie_bench.parse_categories("0-2,5") == {"0", "1", "2", "5"}
     with pytest.raises(ValueError, match="--categories"):
         pie_bench.parse_categories("3-1")

@@ -4,7 +4,9 @@ as distributed, edit every item, write the edits where PIE-Bench's own evaluator
 DATA/mapping_file.json maps a key to {image_path, original_prompt, editing_prompt (edited words in
 [brackets]), blended_word ("SOURCE TARGET"), mask (RLE, masks.py), editing_type_id ("0".."9")}; images lie
 under DATA/annotation_images/. Per item: caption = original_prompt without brackets; source and target
-words from blended_word; the direction from sentences about the words (templates or a language model), or
+words from blended_word (direction "words" needs two different words: PIE-Bench's attribute, pose and style
+items name one word twice, "bicycle bicycle", and fail with that reason); the direction from sentences about
+the words (templates or a language model), or
 with direction "prompt-pair" from the one prompt pair (delta_c = c(editing_prompt) - c(original_prompt)), as
 PIE-Bench ran pix2pix-zero. Under OUT/:
   edits/CATEGORY_DIR/KEY-SOURCE2TARGET.png (+ .json, ...)   the edit command's outputs (resumable)
@@ -141,9 +143,13 @@ def item_words(item: Item, direction: str) -> tuple[str, str]:
     """The words naming the edit (and, for direction "words", describing it). With "prompt-pair" an item
     without two blended words is still edited, named original2edited."""
     words = item.words()
-    if words is None and direction == "words":
+    if direction == "words" and words is None:
         raise ValueError(f"item {item.key}: blended_word {item.blended_word!r} is not two words (SOURCE TARGET); "
                          "edit such items with --direction prompt-pair")
+    if direction == "words" and words[0] == words[1]:  # e.g. "bicycle bicycle" for "make the bicycle rusty"
+        raise ValueError(f"item {item.key}: blended_word {item.blended_word!r} names one word twice (an attribute, "
+                         "pose or style edit, not a word swap: its direction would be zero); edit such items with "
+                         "--direction prompt-pair")
     return words or ("original", "edited")
 
 
