@@ -11,8 +11,8 @@
   python train_free_edit.py evaluate --input photos/ --edits outputs/ --source cat --target dog [--masks masks/]
   python train_free_edit.py pie-bench --data PIE-Bench_v1 --out pie-out [--categories 0-9] [--limit N]
 
-The first word picks the command (`edit`, the default, `directions`, `evaluate` or `pie-bench`). Every method flag maps onto one
-field of pix2pix_zero.config.EditConfig; the README explains each and the two --setting choices.
+The first word picks the command (`edit`, the default, `directions`, `evaluate` or `pie-bench`). Every method
+flag maps onto one field of pix2pix_zero.config.EditConfig; the README explains each and the two --setting choices.
 """
 import argparse
 import dataclasses
@@ -448,7 +448,7 @@ def main_pie_bench(argv: list[str]) -> int:
                                  lambda s, t: evaluate.Options(s, t, mask_mode="pie", structure_mode="pie"),
                                  not a.quiet)
     print(f"rows: {report.write_csv(rows, Path(a.out) / 'pie-bench.csv')}")
-    print(f"edits for PnPInversion's evaluator: {Path(a.out) / 'output' / pie_bench.method_name(config.inversion_method)}")
+    print(f"edits for PnPInversion's evaluator: {pie_bench.evaluator_root(a.out, config.inversion_method)}")
     scored = [row for row in rows if row["status"] == "done"]
     if scored:
         print(pie_bench.means_table(pie_bench.category_tables(scored, a.bootstrap_seed)))

@@ -86,3 +86,21 @@ def tiny_dino(tmp_path_factory):
     """A random DINO-shaped ViT folder in transformers' layout (tests/tiny_models.py)."""
     from tiny_models import make_tiny_dino
     return make_tiny_dino(tmp_path_factory.mktemp("dino") / "tiny-dino")
+
+
+@pytest.fixture
+def command(capsys):
+    """train_free_edit.main(argv) run in this process -> (exit status, stdout, stderr)."""
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    import train_free_edit
+
+    def run(argv):
+        try:
+            code = train_free_edit.main([str(a) for a in argv])
+        except SystemExit as e:  # argparse's own usage errors
+            code = e.code
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+    return run

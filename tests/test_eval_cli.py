@@ -1,32 +1,21 @@
 """`train_free_edit.py evaluate`: bad arguments refused before any model loads; inputs paired with edits by the
 edit command's names; an edit identical to its input scores PSNR inf and structure distance 0; and, on a small
 folder edited with the tiny SD, masks from saved attention, the CSV, the sheet and the side-by-side comparison
-(against a folder of "edits" that are copies of the inputs). main() runs in this process, as in test_cli_arguments.py."""
+(against a folder of "edits" that are copies of the inputs). main() runs in this process (conftest's `command`)."""
 import json
 import math
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import train_free_edit  # noqa: E402
-from pix2pix_zero.tools.evaluation.evaluate import input_as_edited, pair_edits, target_prompt  # noqa: E402
-from pix2pix_zero.tools.evaluation.report import read_csv  # noqa: E402
+from pix2pix_zero.tools.evaluation.evaluate import input_as_edited, pair_edits, target_prompt  
+from pix2pix_zero.tools.evaluation.report import read_csv  
 
 FAST = ["--steps", "2", "--size", "64", "--quiet", "--reg-steps", "1", "--ac-rolls", "1"]
 
-
-def main(argv, capsys) -> tuple[int, str, str]:
-    try:
-        code = train_free_edit.main([str(a) for a in argv])
-    except SystemExit as e:
-        code = e.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 @pytest.fixture
@@ -48,20 +37,20 @@ def test_pairing_by_the_edit_commands_names_and_the_target_prompt(tmp_path, phot
     assert target_prompt(None, "cat", "dog") == "a photo of a dog"
 
 
-def test_bad_arguments_exit_2_before_models_load(tmp_path, photos, capsys):
+def test_bad_arguments_exit_2_before_models_load(tmp_path, photos, command):
     base = ["evaluate", "--input", photos, "--edits", photos, "--source", "cat", "--target", "dog"]
-    code, _, err = main(base + ["--masks", tmp_path, "--attention-masks"], capsys)
+    code, _, err = command(base + ["--masks", tmp_path, "--attention-masks"])
     assert code == 2 and "not both" in err
-    code, _, err = main(base + ["--masks", tmp_path / "nope"], capsys)
+    code, _, err = command(base + ["--masks", tmp_path / "nope"])
     assert code == 2 and "nope: no such mask folder" in err
-    code, _, err = main(["evaluate", "--input", photos, "--edits", tmp_path / "none", "--source", "cat",
-                         "--target", "dog"], capsys)
+    code, _, err = command(["evaluate", "--input", photos, "--edits", tmp_path / "none", "--source", "cat",
+                         "--target", "dog"])
     assert code == 2 and "no such folder of edits" in err
-    code, _, err = main(base + ["--clip", "./no-clip-here", "--weights-dir", tmp_path], capsys)
+    code, _, err = command(base + ["--clip", "./no-clip-here", "--weights-dir", tmp_path])
     assert code == 2 and "no-clip-here: not a model folder" in err
 
 
-def test_an_edit_identical_to_its_input_scores_inf_and_zero(tmp_path, photos, tiny_clip, tiny_dino, capsys):
+def test_an_edit_identical_to_its_input_scores_inf_and_zero(tmp_path, photos, tiny_clip, tiny_dino, command):
     edits = tmp_path / "same"
     edits.mkdir()
     for stem in ("a.cat", "b"):
@@ -72,8 +61,8 @@ def test_an_edit_identical_to_its_input_scores_inf_and_zero(tmp_path, photos, ti
         m = np.zeros((48, 64), np.uint8)
         m[10:30, 20:50] = 255
         Image.fromarray(m).save(masks / f"{stem}.png")
-    code, out, err = main(["evaluate", "--input", photos, "--edits", edits, "--source", "cat", "--target", "dog",
-                           "--masks", masks, "--clip", tiny_clip, "--dino", tiny_dino, "--quiet"], capsys)
+    code, out, err = command(["evaluate", "--input", photos, "--edits", edits, "--source", "cat", "--target", "dog",
+                           "--masks", masks, "--clip", tiny_clip, "--dino", tiny_dino, "--quiet"])
     assert code == 0, err
     rows = read_csv(edits / "evaluation.csv")
     assert [r["stem"] for r in rows] == ["a.cat", "b"]
@@ -85,9 +74,9 @@ def test_an_edit_identical_to_its_input_scores_inf_and_zero(tmp_path, photos, ti
 
 
 @pytest.mark.slow
-def test_evaluate_a_folder_edited_with_the_tiny_sd(tmp_path, photos, single_file, tiny_clip, tiny_dino, capsys):
-    code, _, err = main(["--input", photos, "--prompt", "a photo of a cat", "--task", "cat2dog", "--weights",
-                         single_file, "--save-attention", "--out", tmp_path / "ddim", *FAST], capsys)
+def test_evaluate_a_folder_edited_with_the_tiny_sd(tmp_path, photos, single_file, tiny_clip, tiny_dino, command):
+    code, _, err = command(["--input", photos, "--prompt", "a photo of a cat", "--task", "cat2dog", "--weights",
+                         single_file, "--save-attention", "--out", tmp_path / "ddim", *FAST])
     assert code == 0, err
     same = tmp_path / "same"  # a second "method": the inputs as edited (cropped), with the first's settings and maps
     same.mkdir()
@@ -97,9 +86,9 @@ def test_evaluate_a_folder_edited_with_the_tiny_sd(tmp_path, photos, single_file
         settings = json.loads((same / f"{stem}-cat2dog.json").read_text())
         input_as_edited(photos / f"{stem}.png", (64, 64), settings)[0].save(same / f"{stem}-cat2dog.png")
     (same / "b-cat2dog.png").unlink()  # one input without an edit: reported, exit status 1
-    code, out, err = main(["evaluate", "--input", photos, "--edits", tmp_path / "ddim", "--edits", same,
+    code, out, err = command(["evaluate", "--input", photos, "--edits", tmp_path / "ddim", "--edits", same,
                            "--source", "cat", "--target", "dog", "--attention-masks",
-                           "--clip", tiny_clip, "--dino", tiny_dino, "--csv", tmp_path / "all.csv", "--quiet"], capsys)
+                           "--clip", tiny_clip, "--dino", tiny_dino, "--csv", tmp_path / "all.csv", "--quiet"])
     assert code == 1 and "b: no edit b-cat2dog.png" in err
     rows = read_csv(tmp_path / "all.csv")
     assert [(Path(r["edits"]).name, r["stem"]) for r in rows] == [("ddim", "a.cat"), ("ddim", "b"),

@@ -3,17 +3,14 @@ and prompts of an item, category selection, the evaluator's folder layout, and t
 dataset in PIE-Bench's format built here (random images, hand-written RLE masks): a failing item reported
 while the others go on, per-category scores, and a rerun that resumes."""
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import train_free_edit  # noqa: E402
-from pix2pix_zero.tools.evaluation import pie_bench  # noqa: E402
-from pix2pix_zero.tools.evaluation.report import read_csv  # noqa: E402
+from pix2pix_zero.tools.evaluation import pie_bench  
+from pix2pix_zero.tools.evaluation.report import read_csv  
 
 FAST = ["--steps", "2", "--size", "64", "--quiet", "--reg-steps", "1", "--ac-rolls", "1"]
 ITEMS = {
@@ -72,29 +69,21 @@ def test_bad_mapping_files_are_named(tmp_path):
         pie_bench.read_mapping(tmp_path)
 
 
-def run(argv, capsys):
-    try:
-        code = train_free_edit.main([str(a) for a in argv])
-    except SystemExit as e:
-        code = e.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
-
-def test_out_equal_to_data_and_missing_models_are_refused_before_editing(data, tmp_path, single_file, capsys):
-    code, _, err = run(["pie-bench", "--data", data, "--out", data, "--weights", single_file], capsys)
+def test_out_equal_to_data_and_missing_models_are_refused_before_editing(data, tmp_path, single_file, command):
+    code, _, err = command(["pie-bench", "--data", data, "--out", data, "--weights", single_file])
     assert code == 2 and "is the --data folder" in err
-    code, _, err = run(["pie-bench", "--data", data, "--out", tmp_path / "o", "--weights", single_file,
-                        "--clip", "./no-clip", "--weights-dir", tmp_path], capsys)
+    code, _, err = command(["pie-bench", "--data", data, "--out", tmp_path / "o", "--weights", single_file,
+                        "--clip", "./no-clip", "--weights-dir", tmp_path])
     assert code == 2 and "no-clip: not a model folder" in err and not (tmp_path / "o" / "edits").exists()
 
 
 @pytest.mark.slow
-def test_pie_bench_end_to_end_on_three_items_and_resume(data, tmp_path, single_file, tiny_clip, tiny_dino, capsys):
+def test_pie_bench_end_to_end_on_three_items_and_resume(data, tmp_path, single_file, tiny_clip, tiny_dino, command):
     out = tmp_path / "out"
     argv = ["pie-bench", "--data", data, "--out", out, "--direction", "prompt-pair", "--weights", single_file,
             "--clip", tiny_clip, "--dino", tiny_dino, *FAST]
-    code, printed, err = run(argv, capsys)
+    code, printed, err = command(argv)
     assert code == 1 and "item 212000000000" in err and "2 scored, 1 failed" in printed
     layout = out / "output" / "ddim+pix2pix-zero" / "annotation_images"
     for key in ("000000000000", "111000000000"):
@@ -115,7 +104,7 @@ def test_pie_bench_end_to_end_on_three_items_and_resume(data, tmp_path, single_f
     assert any(line.split()[:2] == ["1", "1"] for line in table.splitlines())
 
     before = edit.stat().st_mtime_ns
-    code, printed, _ = run(argv, capsys)  # resumes: the done items are not edited again
+    code, printed, _ = command(argv)  # resumes: the done items are not edited again
     assert code == 1 and edit.stat().st_mtime_ns == before
     again = read_csv(out / "pie-bench.csv")
     assert [r["structure_distance"] for r in again[:2]] == [r["structure_distance"] for r in rows[:2]]

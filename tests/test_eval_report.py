@@ -17,7 +17,8 @@ def rows_for(tmp_path, n=4, shift=0.0):
     for i in range(n):
         for kind in ("input", "edit"):
             Image.fromarray(np.full((20, 30, 3), 40 * i, np.uint8)).save(tmp_path / f"{i}-{kind}.png")
-        rows.append({"stem": f"{i:012d}", "input": str(tmp_path / f"{i}-input.png"), "edit": str(tmp_path / f"{i}-edit.png"),
+        rows.append({"stem": f"{i:012d}", "input": str(tmp_path / f"{i}-input.png"),
+                     "edit": str(tmp_path / f"{i}-edit.png"),
                      "psnr_bg": math.inf if i == 0 else 20.0 + i + shift, "structure_distance": 0.01 * i,
                      "clip_acc": float(i % 2), "ssim_bg": math.nan if i == 3 else 0.5})
     return rows

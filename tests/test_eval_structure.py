@@ -29,7 +29,8 @@ def keys_by_hand(state: dict, config, pixels: torch.Tensor) -> torch.Tensor:
         v = h @ w(p + "attention.v_proj.weight").T + w(p + "attention.v_proj.bias")
         split = lambda t: t.reshape(1, -1, heads, D // heads).transpose(1, 2)  # noqa: E731
         a = torch.softmax(split(q) @ split(k).transpose(-1, -2) / math.sqrt(D // heads), dim=-1) @ split(v)
-        x = x + a.transpose(1, 2).reshape(1, -1, D) @ w(p + "attention.o_proj.weight").T + w(p + "attention.o_proj.bias")
+        a = a.transpose(1, 2).reshape(1, -1, D)
+        x = x + a @ w(p + "attention.o_proj.weight").T + w(p + "attention.o_proj.bias")
         h = F.layer_norm(x, (D,), w(p + "layernorm_after.weight"), w(p + "layernorm_after.bias"), eps)
         h = F.gelu(h @ w(p + "mlp.fc1.weight").T + w(p + "mlp.fc1.bias"))
         x = x + h @ w(p + "mlp.fc2.weight").T + w(p + "mlp.fc2.bias")

@@ -99,6 +99,10 @@ def method_name(inversion_method: str) -> str:
     return METHOD_NAMES[inversion_method]
 
 
+def evaluator_root(out: str | os.PathLike, inversion_method: str) -> Path:
+    return Path(out) / "output" / method_name(inversion_method)
+
+
 def evaluator_path(out: str | os.PathLike, method: str, item: Item) -> Path:
     """Where PnPInversion's evaluation/evaluate.py reads this item's edit: output/METHOD/annotation_images/..."""
     return Path(out) / "output" / method / "annotation_images" / item.image_path
