@@ -50,6 +50,7 @@ def test_bad_arguments_exit_2_before_models_load(tmp_path, photos, command):
     assert code == 2 and "no-clip-here: not a model folder" in err
 
 
+@pytest.mark.slow
 def test_an_edit_identical_to_its_input_scores_inf_and_zero(tmp_path, photos, tiny_clip, tiny_dino, command):
     edits = tmp_path / "same"
     edits.mkdir()

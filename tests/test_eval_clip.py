@@ -43,6 +43,7 @@ def photo(seed=1, hw=(48, 64)):
     return Image.fromarray((np.random.default_rng(seed).random((*hw, 3)) * 255).astype(np.uint8))
 
 
+@pytest.mark.slow
 def test_clip_acc_end_to_end_matches_the_model_by_hand(tiny_clip):
     from transformers import CLIPModel, CLIPProcessor
     clip = Clip(tiny_clip)
@@ -71,6 +72,7 @@ class ToTensors(torch.nn.Module):
         return self.model.get_text_features(*args, **kwargs).pooler_output
 
 
+@pytest.mark.slow
 def test_clip_score_matches_torchmetrics_clipscore(tiny_clip):
     from torchmetrics.functional.multimodal.clip_score import _clip_score_update
     from torchmetrics.multimodal.clip_score import CLIPScore

@@ -18,8 +18,8 @@ ITEMS = {
                      "editing_prompt": "a [dog] sitting on a sofa", "editing_instruction": "Make the cat a dog",
                      "editing_type_id": "0", "blended_word": "cat dog", "mask": [650, 20, 714, 20, 778, 20]},
     "111000000000": {"image_path": "1_change_object_80/1_artificial/111000000000.jpg",
-                     "original_prompt": "a [cat] on the grass", "editing_prompt": "a [fox] on the grass",
-                     "editing_instruction": "", "editing_type_id": "1", "blended_word": "cat fox",
+                     "original_prompt": "a cat on the grass", "editing_prompt": "a [furry] cat on the grass",
+                     "editing_instruction": "", "editing_type_id": "1", "blended_word": "cat cat",
                      "mask": [0, 64, 2000, 300]},
     "212000000000": {"image_path": "2_add_object_80/212000000000.jpg", "original_prompt": "a house",
                      "editing_prompt": "a house with a [tree]", "editing_instruction": "", "editing_type_id": "2",
@@ -99,6 +99,8 @@ def test_pie_bench_end_to_end_on_three_items_and_resume(data, tmp_path, single_f
     for metric in ("structure_distance", "psnr_bg", "mse_bg", "ssim_bg", "clip_score", "clip_score_edited",
                    "clip_acc"):
         assert np.isfinite(rows[0][metric]) and np.isnan(rows[2][metric])
+    assert np.isnan(rows[1]["clip_acc"]) and np.isfinite(rows[1]["clip_score"])  # "cat cat": no CLIP-Acc
+    assert (out / "edits" / "1_change_object_80" / "1_artificial" / "111000000000-cat2cat.png").is_file()
     table = printed.split("rows: ")[1]
     assert any(line.split()[:2] == ["all", "2"] for line in table.splitlines())
     assert any(line.split()[:2] == ["1", "1"] for line in table.splitlines())

@@ -66,6 +66,7 @@ def test_self_similarity_is_cosine():
     assert S[0, 1] == pytest.approx(2 ** -0.5) and S[0, 0] == pytest.approx(1.0) and S[2, 2] == 0.0
 
 
+@pytest.mark.slow
 def test_distance_zero_for_identical_and_larger_for_shuffled_than_noised(tiny_dino):
     dino = Dino(tiny_dino)
     g = torch.Generator().manual_seed(0)

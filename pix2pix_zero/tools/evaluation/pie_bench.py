@@ -202,7 +202,8 @@ def edit_items(items: list[Item], data, out, make_job, config, load_model, direc
 
 
 def score_items(items: list[Item], data, results: dict, models, options_for, progress: bool = True) -> list[dict]:
-    """One row per item: key, category, words, status, and every metric (PIE-Bench's `pie` modes) of its edit.
+    """One row per item: key, category, status, and every metric (PIE-Bench's `pie` modes) of its edit; clip_acc
+    is NaN for items without two different blended words.
     options_for(source, target) -> an evaluate.Options."""
     from tqdm.auto import tqdm
 
@@ -228,6 +229,9 @@ def score_items(items: list[Item], data, results: dict, models, options_for, pro
                 row |= {"stem": item.key, "edit": str(edit_png)}
                 row |= score_edit(models, image, edit, mask, options.source, options.target, item.target_prompt,
                                   options)
+                words = item.words()
+                if words is None or words[0] == words[1]:  # CLIP-Acc compares two different words
+                    row["clip_acc"] = math.nan
             except (ValueError, OSError) as e:
                 row |= {"status": "failed", "reason": str(e)}
         rows.append(row)
