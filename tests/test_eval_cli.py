@@ -106,3 +106,16 @@ def test_evaluate_a_folder_edited_with_the_tiny_sd(tmp_path, photos, single_file
     assert line.split()[-2] == f"[{-distance:.4g}," and rows[2]["structure_distance"] == 0  # same - ddim, one pair
     assert (tmp_path / "ddim" / "evaluation-sheet.png").is_file()
     assert not (tmp_path / "ddim" / "evaluation.csv").exists()  # --csv: one file for all
+
+
+def test_missing_models_say_which_files_to_put_where(tmp_path, tiny_clip, tiny_dino):
+    from pix2pix_zero.tools.evaluation.evaluate import resolve_models
+    with pytest.raises(FileNotFoundError) as e:
+        resolve_models(None, str(tiny_dino), tmp_path, download=False)
+    message = str(e.value)
+    assert "openai/clip-vit-base-patch32" in message and str(tmp_path / "clip-vit-base-patch32") in message
+    assert "preprocessor_config.json" in message and "--clip PATH" in message
+    with pytest.raises(FileNotFoundError, match="facebook/dino-vitb8.*dino-vitb8/"):
+        resolve_models(str(tiny_clip), None, tmp_path, download=False)
+    paths = resolve_models(str(tiny_clip), str(tiny_dino), tmp_path, download=False)
+    assert paths.acc == paths.score == tiny_clip and paths.dino == tiny_dino  # one --clip serves both CLIP metrics
