@@ -337,7 +337,7 @@ def evaluate_parser() -> argparse.ArgumentParser:
                    "images, whole frame (PIE-Bench); exact: edited pixels left out")
     p.add_argument("--structure-mode", choices=["splice", "pie"], default="splice", help="DINO preprocessing: splice "
                    "(the original, [0, 1] pixels) or pie (PIE-Bench's 0..255)")
-    p.add_argument("--csv", help="one CSV of every row (default: evaluation.csv in each --edits folder)")
+    p.add_argument("--csv", help="one CSV of every row, instead of evaluation.csv in each --edits folder")
     p.add_argument("--weights-dir", default="weights", help="where models are looked for and downloaded")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -427,7 +427,7 @@ def main_pie_bench(argv: list[str]) -> int:
     options = sentence_options(a, p, not a.quiet)
     paths = evaluate.resolve_models(a.clip, a.dino, a.weights_dir)  # before an hour of editing
     weights = check_model_args(a)
-    cache = f"{a.out}/.cache"
+    cache = a.cache_dir or f"{a.out}/.cache"
     if a.direction == "words" and options.sentences == "lm":
         from pix2pix_zero.tools.sentences import generate_missing_sentences
         words = sorted({w for item in items if (pair := item.words()) for w in pair})
