@@ -72,3 +72,35 @@ def tiny_t5(tmp_path_factory):
     """A random T5 language-model folder with a word-level tokenizer (tests/tiny_models.py)."""
     from tiny_models import make_tiny_t5
     return make_tiny_t5(tmp_path_factory.mktemp("t5") / "tiny-t5")
+
+
+@pytest.fixture(scope="session")
+def tiny_clip(tmp_path_factory):
+    """A random CLIP folder in transformers' layout (tests/tiny_models.py)."""
+    from tiny_models import make_tiny_clip
+    return make_tiny_clip(tmp_path_factory.mktemp("clip") / "tiny-clip")
+
+
+@pytest.fixture(scope="session")
+def tiny_dino(tmp_path_factory):
+    """A random DINO-shaped ViT folder in transformers' layout (tests/tiny_models.py)."""
+    from tiny_models import make_tiny_dino
+    return make_tiny_dino(tmp_path_factory.mktemp("dino") / "tiny-dino")
+
+
+@pytest.fixture
+def command(capsys):
+    """train_free_edit.main(argv) run in this process -> (exit status, stdout, stderr)."""
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    import train_free_edit
+
+    def run(argv):
+        try:
+            code = train_free_edit.main([str(a) for a in argv])
+        except SystemExit as e:  # argparse's own usage errors
+            code = e.code
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+    return run

@@ -42,3 +42,34 @@ def make_tiny_t5(folder: Path, seed: int = 0) -> Path:
     T5ForConditionalGeneration(config).eval().save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+def make_tiny_clip(folder: Path, seed: int = 0) -> Path:
+    """CLIPModel (32-wide, one layer each side, 32 px images, 8 px patches) with the real CLIP BPE tokenizer
+    (the project's clip_bpe files) and a CLIPImageProcessor at 32 px: every CLIP metric's code path."""
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
+
+    from pix2pix_zero.loading.random_checkpoint import BPE_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer = CLIPTokenizer(str(BPE_DIR / "vocab.json"), str(BPE_DIR / "merges.txt"), pad_token="!")
+    text = dict(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                intermediate_size=37, max_position_embeddings=77, projection_dim=16)
+    vision = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=37, image_size=32,
+                  patch_size=8, projection_dim=16)
+    torch.manual_seed(seed)
+    model = CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)).eval()
+    model.save_pretrained(folder)
+    images = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    CLIPProcessor(image_processor=images, tokenizer=tokenizer).save_pretrained(folder)
+    return folder
+
+
+def make_tiny_dino(folder: Path, seed: int = 0) -> Path:
+    """ViTModel in DINO ViT-B/8's shape family (8 px patches, 224 px, qkv biases) but 32 wide, 2 layers."""
+    from transformers import ViTConfig, ViTModel
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    config = ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=48,
+                       image_size=224, patch_size=8, qkv_bias=True)
+    ViTModel(config, add_pooling_layer=False).eval().save_pretrained(folder)
+    return folder

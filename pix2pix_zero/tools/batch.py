@@ -9,6 +9,7 @@ Per input (stem = the input's file name without its extension), under the output
   STEM-SOURCE2TARGET.json                 every setting, checkpoint identity and versions (no timestamps), and
                                           under "reconstruction" the measured reconstruction error
   STEM-attention-SOURCE.png               with save_attention: the source word's cross-attention
+  STEM-attention-SOURCE-map.png           and the map itself, grayscale 0..255 (evaluation/masks.py)
 Every file is written atomically; inputs are never overwritten. An edit whose settings file already holds
 the same settings and whose PNG exists is skipped, so an interrupted folder run resumes where it stopped.
 """
@@ -54,6 +55,19 @@ class Job:
 
 def safe_name(word: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in word.strip())[:60] or "_"
+
+
+def edit_name(stem: str, source: str, target: str) -> str:
+    """STEM-SOURCE2TARGET: the base name of one edit's files (evaluation pairs inputs with edits by it)."""
+    return f"{stem}-{safe_name(source)}2{safe_name(target)}"
+
+
+def attention_name(stem: str, source: str) -> str:
+    return f"{stem}-attention-{safe_name(source)}.png"
+
+
+def attention_map_name(stem: str, source: str) -> str:
+    return f"{stem}-attention-{safe_name(source)}-map.png"
 
 
 def versions() -> dict[str, str]:
@@ -143,7 +157,7 @@ def run(sd: StableDiffusion, job: Job, config: EditConfig, out_dir: str | os.Pat
         job = replace(job, caption_from=src.inverted_with.get("caption_from", "--prompt"))
     negative = job.negative_prompt if job.negative_prompt is not None else (src.caption if src.real else "")
     targets = list(zip(job.targets, job.target_sentences or [None] * len(job.targets), strict=True))
-    bases = {target: f"{src.stem}-{safe_name(job.source)}2{safe_name(target)}" for target, _ in targets}
+    bases = {target: edit_name(src.stem, job.source, target) for target, _ in targets}
     size = (src.latent_hw[1] * 8, src.latent_hw[0] * 8)
     records = {target: settings_record(sd, job, config, str(image_path or inversion_path or "synthetic"),
                                        src.caption, negative, target, sentences, size) for target, sentences in targets}
@@ -160,6 +174,7 @@ def run(sd: StableDiffusion, job: Job, config: EditConfig, out_dir: str | os.Pat
     invert_now = src.image is not None
     outputs = [out_dir / f"{b}{ext}" for b in bases.values() for ext in (".png", ".json", "-side_by_side.png")]
     outputs += [out_dir / f"{src.stem}-reconstruction.png"]
+    outputs += [out_dir / attention_name(src.stem, job.source), out_dir / attention_map_name(src.stem, job.source)]
     outputs += [out_dir / f"{src.stem}-inversion.safetensors"] if invert_now else []
     protected = {Path(p).resolve() for p in (image_path, inversion_path) if p is not None}
     for p in outputs:
@@ -191,8 +206,9 @@ def run(sd: StableDiffusion, job: Job, config: EditConfig, out_dir: str | os.Pat
     reconstruction = tensor_to_pil(result.reconstruction)
     written.append(save_png(reconstruction, out_dir / f"{src.stem}-reconstruction.png"))
     if heat is not None:
-        attention = out_dir / f"{src.stem}-attention-{safe_name(job.source)}.png"
-        written.append(save_png(heat.overlay(result.image), attention))
+        written.append(save_png(heat.overlay(result.image), out_dir / attention_name(src.stem, job.source)))
+        written.append(save_png(heat.grayscale(tuple(result.image.shape[-2:])),
+                                out_dir / attention_map_name(src.stem, job.source)))
     for (target, _), edit in zip(todo, result.edits, strict=True):
         edited = tensor_to_pil(edit)
         triptych = side_by_side([tensor_to_pil(result.image), reconstruction, edited])
