@@ -39,10 +39,28 @@ def relative_l2(a, b) -> float:
     return float(((a - b).norm() / b.norm()).item())
 
 
-def parity(dir: Path, size: int) -> dict:
+def latents_file(a, side: str, size: int, dtype: str | None = None, compiled: bool | None = None) -> Path:
+    """Where a run's latents go: per side, size, and (ours) dtype and compilation, so fast modes compare to fp32."""
+    dtype, compiled = dtype or a.dtype, a.compile if compiled is None else compiled
+    mode = "" if side == "theirs" else f"_{dtype}{'_compiled' if compiled else ''}"
+    return a.dir / f"latents_{side}_{size}{mode}.safetensors"
+
+
+def parity(a, size: int) -> dict:
+    """Relative L2 of our `diffusers`-setting latents against the pipeline's (fp32 runs)."""
     from safetensors.torch import load_file
-    ours, theirs = (load_file(dir / f"latents_{side}_{size}.safetensors") for side in ("diffusers", "theirs"))
+    ours, theirs = (load_file(latents_file(a, side, size)) for side in ("diffusers", "theirs"))
     return {name: relative_l2(ours[name], theirs[name]) for name in ("x_inv", "x_edit")}
+
+
+def fast_mode_change(a, size: int, side: str) -> dict | None:
+    """A bf16 or compiled run against the fp32 run of the same side (if its latents are there): max |x - x_fp32|."""
+    from safetensors.torch import load_file
+    fp32 = latents_file(a, side, size, "fp32", False)
+    if (a.dtype == "fp32" and not a.compile) or not fp32.exists():
+        return None
+    ours, ref = load_file(latents_file(a, side, size)), load_file(fp32)
+    return {f"max_abs_{name}": float((ours[name] - ref[name]).abs().max()) for name in ("x_inv", "x_edit")}
 
 
 def measure(a) -> dict:
@@ -62,12 +80,15 @@ def measure(a) -> dict:
             runs = {side: [] for side in SIDES}
             for _ in range(a.edit_repeats):
                 for side in SIDES:
-                    latents = str(a.dir / f"latents_{side}_{size}.safetensors")
+                    latents = str(latents_file(a, side, size))
                     runs[side].append(child("edit", side=side, size=size, steps=a.steps, latents=latents, **common))
             results[f"edit {size}"] = {side: {k: statistics.median(r[k] for r in rs) for k in rs[0]}
                                        for side, rs in runs.items()}
-            if a.dtype == "fp32":
-                results[f"parity {size}"] = parity(a.dir, size)
+            if a.dtype == "fp32" and not a.compile:
+                results[f"parity {size}"] = parity(a, size)
+            for side in ("diffusers", "paper"):
+                if (change := fast_mode_change(a, size, side)) is not None:
+                    results[f"change vs fp32 {size} {side}"] = change
         if "flops" in a.only:
             results[f"flops {size}"] = {side: child("flops", side=side, size=size, steps=a.steps, **common)
                                         for side in ("diffusers", "paper")}
@@ -101,6 +122,15 @@ def report(r: dict, a) -> None:
                 ok = max(p.values()) <= PARITY_TOLERANCE
                 print(f"  parity, diffusers setting vs pipeline: relative L2 x_inv {p['x_inv']:.1e}, x_edit "
                       f"{p['x_edit']:.1e} ({'ok' if ok else 'FAILED'}: <= {PARITY_TOLERANCE:g})")
+        for side in ("diffusers", "paper"):
+            if f"change vs fp32 {size} {side}" in r:
+                ch = r[f"change vs fp32 {size} {side}"]
+                print(f"  {SIDES[side]} vs its fp32 run: max |x_inv - fp32| {ch['max_abs_x_inv']:.2e}, max |x_edit - "
+                      f"fp32| {ch['max_abs_x_edit']:.2e}")
+        if f"edit {size}" in r:
+            losses = {side: r[f"edit {size}"][side].get("attention_loss") for side in ("diffusers", "paper")}
+            print("  attention loss at the first guidance step: " +
+                  ", ".join(f"{SIDES[s]} {v:.6g}" for s, v in losses.items() if v is not None))
         if f"flops {size}" in r:
             print(f"\n{size}x{size}, {a.steps} steps: work and distance to the machine's limit (ours)")
             print(f"  {'':26s} {'TFLOP':>7s} {'GFLOP/s':>8s} {'x fp32 peak':>11s} {'x bf16 peak':>11s} "

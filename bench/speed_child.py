@@ -39,10 +39,13 @@ def timed(fn, device: str) -> float:
     return time.perf_counter() - t0
 
 
-def matmul_peaks(device: str, n: int = 2048, reps: int = 5) -> dict:
-    """Best GFLOP/s of an n x n x n matmul (2 n^3 FLOPs) at fp32 and bf16: the machine's reachable peak."""
+def matmul_peaks(device: str, reps: int = 3) -> dict:
+    """Best GFLOP/s of an n x n x n matmul (2 n^3 FLOPs) at fp32 (n = 2048) and bf16: the machine's reachable
+    peak. bf16 runs at n = 512 on a CPU: without AVX-512 BF16 or AMX it runs at ~1 GFLOP/s, and n = 2048 would
+    take minutes; with them, n = 512 already fills the units."""
     out = {}
     for name, dtype in DTYPES.items():
+        n = 512 if name == "bf16" and device == "cpu" else 2048
         a, b = (torch.randn(n, n, device=device, generator=torch.Generator(device).manual_seed(i)).to(dtype)
                 for i in range(2))
         a @ b  # warm-up
@@ -186,7 +189,21 @@ def edit_ours(sd, setting: str, size: int, steps: int, device: str, unbatched: b
     delta_c = mean_embedding(sd, TARGET) - mean_embedding(sd, SOURCE)
     _, (x_edit,) = module_edit(sd, x_inv, c, [delta_c], c, config, progress=False)
     sync()
-    return t1 - t0, time.perf_counter() - t1, x_inv, x_edit
+    t2 = time.perf_counter()
+    return t1 - t0, t2 - t1, x_inv, x_edit, first_attention_loss(sd, x_inv, c, delta_c, config)
+
+
+@torch.no_grad()
+def first_attention_loss(sd, x_inv, c, delta_c, config) -> float:
+    """The attention loss ||M(x_inv, c + delta_c) - M_ref||^2 the first guidance step descends (untimed)."""
+    from pix2pix_zero.editing import attention_loss, reference_step
+    from pix2pix_zero.models.attention import record_cross_attention
+    from pix2pix_zero.models.ddim import alphas_cumprod, sampling_schedule
+    t, alpha_bar_t, alpha_bar_prev = sampling_schedule(config.num_steps, alphas_cumprod())[0]
+    _, maps_ref = reference_step(sd, x_inv, t, alpha_bar_t, alpha_bar_prev, c, c, config)
+    with record_cross_attention(sd.unet) as maps:
+        sd.unet(x_inv, t, c + delta_c)
+    return float(attention_loss(maps, maps_ref))
 
 
 # CPU attention runs in a fused kernel that torch's FLOP formulas do not list (CUDA's are listed): count it by
@@ -254,7 +271,7 @@ def main(kind: str, a: dict) -> dict:
     elif kind == "edit":
         run = (edit_theirs(model, a["size"], a["steps"]) if side == "theirs" else
                edit_ours(model, side, a["size"], a["steps"], device, a.get("unbatched", False)))
-        result.update(invert=run[0], edit=run[1])
+        result.update(invert=run[0], edit=run[1], **({"attention_loss": run[4]} if len(run) > 4 else {}))
         if a.get("latents"):
             from safetensors.torch import save_file
             save_file({"x_inv": run[2].float().cpu().contiguous(), "x_edit": run[3].float().cpu().contiguous()},

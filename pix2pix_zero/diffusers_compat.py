@@ -51,7 +51,7 @@ def pair_loss(eps: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     B, C = eps.shape[:2]
     # all draws first, in diffusers' order (sample, channel, level), then every map at once
     delta = torch.cat([torch.randint(eta.shape[-2] // 2, (1,), generator=generator, device=generator.device)
-                       for _ in range(B * C) for eta in levels]).view(B, C, len(levels)).to(eps.device)
+                       for _ in range(B * C) for eta in levels]).view(B, C, len(levels))
     return sum((autocorrelations(eta, delta[..., p], -2) ** 2 + autocorrelations(eta, delta[..., p], -1) ** 2).sum()
                for p, eta in enumerate(levels))
 

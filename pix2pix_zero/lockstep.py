@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 
 from .config import EditConfig
 from .editing import check_inversion_path, follow_inversion_path, xa_guidance
-from .finite import check_finite
+from .finite import FiniteChecks
 from .models.attention import record_cross_attention
 from .models.ddim import alphas_cumprod, ddim_step, sampling_schedule
 from .models.sd import StableDiffusion
@@ -78,6 +78,7 @@ def edit(sd: StableDiffusion, x_inv: torch.Tensor, c: torch.Tensor, delta_cs: li
     def reference_maps(maps: dict) -> dict:  # paper: the c rows; diffusers: both halves (diffusers_compat)
         return {name: M[-B:] for name, M in maps.items()} if paper else maps
 
+    check_finite = FiniteChecks(x_inv.device)  # on a GPU, no wait for the host in the loop
     x_ref, x_edits = x_inv, [x_inv] * len(delta_cs)
     (out_ref,), (maps,) = shared_call(sd, [reference_rows(x_ref, schedule[0][0])], w)
     for j, (t, alpha_bar_t, alpha_bar_prev) in enumerate(tqdm(schedule, desc="editing", disable=not progress,
@@ -110,4 +111,5 @@ def edit(sd: StableDiffusion, x_inv: torch.Tensor, c: torch.Tensor, delta_cs: li
         if not last:
             out_ref, maps = outs[-1], call_maps[-1]
         x_ref = x_next
+    check_finite.raise_first()
     return x_ref, x_edits

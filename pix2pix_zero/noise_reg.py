@@ -56,6 +56,7 @@ def autocorrelations(eta: torch.Tensor, delta: torch.Tensor, dim: int) -> torch.
     One gather instead of a roll per map: rolled[..., i, :] = eta[..., (i - delta) mod S, :] along `dim`.
     """
     B, C, S = *eta.shape[:2], eta.shape[dim]
+    delta = delta.to(eta.device, non_blocking=True)  # shifts drawn by a CPU generator: no wait for a GPU
     index = (torch.arange(S, device=eta.device) - delta.expand(B, C)[..., None]) % S  # (B, C, S)
     index = index[..., :, None] if dim in (-2, 2) else index[..., None, :]
     return (eta * eta.gather(dim, index.expand_as(eta))).mean(dim=(-2, -1))

@@ -99,3 +99,38 @@ def test_shared_call_gives_each_row_its_own_timestep(sd64, texts):
         torch.testing.assert_close(out0, sd64.unet(x, t0, c), atol=TOLERANCE, rtol=0)
         torch.testing.assert_close(out1, sd64.unet(x, t1, c), atol=TOLERANCE, rtol=0)
     assert (out0 - out1).abs().max() > 1e-3
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (a hardware condition, not a package)")
+def test_no_host_sync_inside_the_editing_loop_on_cuda(single_file):
+    """On a GPU the loop never waits for the device: a step's pieces run under set_sync_debug_mode("error"),
+    and the whole loop's sync count (the c_neg comparison before it, the finite checks after it) does not grow
+    with the number of steps. The regularizer's shifts come from a CPU generator, as the command line draws them."""
+    import warnings
+    sd = load_sd(single_file, device="cuda")
+    c = sd.encode_text(["a photo of a cat"])
+    delta_c = sd.encode_text(["a photo of a dog"]) - c
+    x = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0)).cuda()
+    t = sampling_schedule(10, alphas_cumprod())[0][0]
+    _, maps = lockstep.shared_call(sd, [lockstep.Rows(x, c, t, False)], 5.0)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        x_g = editing.xa_guidance(sd, x, t, c + delta_c, maps[0], 0.1)
+        lockstep.shared_call(sd, [lockstep.prediction_rows(x_g, x_g, c + delta_c, c, t, True),
+                                  lockstep.Rows(x, c, t - 100, False)], 5.0)
+        eps = torch.randn(1, 4, 32, 32, device="cuda")
+        diffusers_compat.regularize_eps(eps, torch.Generator(device="cuda").manual_seed(0), num_reg_steps=1)
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+
+    def syncs(num_steps: int) -> int:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                lockstep.edit(sd, x, c, [delta_c], c, EditConfig(num_steps=num_steps), progress=False)
+            finally:
+                torch.cuda.set_sync_debug_mode(0)
+        return sum("synchroniz" in str(w.message) for w in caught)
+    assert syncs(2) == syncs(4)
