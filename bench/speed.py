@@ -26,13 +26,25 @@ ROOT, BENCH = Path(__file__).resolve().parents[1], Path(__file__).resolve().pare
 CHILD = (f"import sys, json; sys.path[:0] = [{str(ROOT)!r}, {str(BENCH)!r}]; import speed_child; "
          "print(json.dumps(speed_child.main(sys.argv[1], json.loads(sys.argv[2]))))")
 SIDES = {"theirs": "diffusers pipeline", "diffusers": "ours, diffusers setting", "paper": "ours, paper setting"}
+
+
+def sides(a) -> dict:
+    """The whole-edit runs, in the order they alternate; with --unbatched each setting's step-by-step loop after it."""
+    if not a.unbatched:
+        return SIDES
+    return {"theirs": SIDES["theirs"], "diffusers": SIDES["diffusers"], "diffusers-unbatched": "  step-by-step loop",
+            "paper": SIDES["paper"], "paper-unbatched": "  step-by-step loop"}
 PARITY_TOLERANCE = 1e-3
 GiB = 2**30
 
 
 def child(kind: str, **args) -> dict:
+    """One measurement in a fresh process; its result is also appended to DIR/speed_log.jsonl as it comes."""
     print(f"  {kind} {args.get('side', '')} {args.get('size', '')}".rstrip(), file=sys.stderr, flush=True)
-    return run_child(CHILD, kind, json.dumps(args))
+    result = run_child(CHILD, kind, json.dumps(args))
+    with open(Path(args["log"]), "a") as log:
+        log.write(json.dumps({"kind": kind, "args": args, "result": result}) + "\n")
+    return result
 
 
 def relative_l2(a, b) -> float:
@@ -66,8 +78,8 @@ def fast_mode_change(a, size: int, side: str) -> dict | None:
 def measure(a) -> dict:
     single, folder = full_size_checkpoints(a.dir)
     common = dict(single=str(single), folder=str(folder), device=a.device, dtype=a.dtype, compile=a.compile,
-                  unbatched=a.unbatched)
-    results = {"args": {k: str(v) for k, v in vars(a).items()}, "peaks": child("peaks", device=a.device)}
+                  log=str(a.dir / "speed_log.jsonl"))
+    results = {"args": {k: str(v) for k, v in vars(a).items()}, "peaks": child("peaks", **common)}
     if "parts" in a.only:
         runs = {side: [] for side in ("theirs", "ours")}
         for _ in range(a.repeats):
@@ -77,9 +89,9 @@ def measure(a) -> dict:
                             for side, rs in runs.items()}
     for size in a.sizes:
         if "edit" in a.only:
-            runs = {side: [] for side in SIDES}
+            runs = {side: [] for side in sides(a)}
             for _ in range(a.edit_repeats):
-                for side in SIDES:
+                for side in runs:
                     latents = str(latents_file(a, side, size))
                     runs[side].append(child("edit", side=side, size=size, steps=a.steps, latents=latents, **common))
             results[f"edit {size}"] = {side: {k: statistics.median(r[k] for r in rs) for k in rs[0]}
@@ -91,7 +103,7 @@ def measure(a) -> dict:
                     results[f"change vs fp32 {size} {side}"] = change
         if "flops" in a.only:
             results[f"flops {size}"] = {side: child("flops", side=side, size=size, steps=a.steps, **common)
-                                        for side in ("diffusers", "paper")}
+                                        for side in ("theirs", "diffusers", "paper")}
     return results
 
 
@@ -112,8 +124,8 @@ def report(r: dict, a) -> None:
             print(f"\n{size}x{size}, {a.steps} steps, invert + edit one target, median of {a.edit_repeats} run(s)")
             print(f"  {'':26s} {'invert s':>9s} {'edit s':>8s} {'total s':>8s} {'time ratio':>10s} "
                   f"{'peak GiB':>9s} {'work GiB':>9s} {'work ratio':>10s}")
-            for side, name in SIDES.items():
-                m = e[side]
+            for side, m in e.items():
+                name = sides(a)[side]
                 total, ref_total = m["invert"] + m["edit"], ref["invert"] + ref["edit"]
                 print(f"  {name:26s} {m['invert']:9.1f} {m['edit']:8.1f} {total:8.1f} {total / ref_total:10.2f} "
                       f"{m['peak'] / GiB:9.2f} {m['working'] / GiB:9.2f} {m['working'] / ref['working']:10.2f}")
@@ -132,10 +144,10 @@ def report(r: dict, a) -> None:
             print("  attention loss at the first guidance step: " +
                   ", ".join(f"{SIDES[s]} {v:.6g}" for s, v in losses.items() if v is not None))
         if f"flops {size}" in r:
-            print(f"\n{size}x{size}, {a.steps} steps: work and distance to the machine's limit (ours)")
+            print(f"\n{size}x{size}, {a.steps} steps: work and distance to the machine's limit")
             print(f"  {'':26s} {'TFLOP':>7s} {'GFLOP/s':>8s} {'x fp32 peak':>11s} {'x bf16 peak':>11s} "
                   f"{'M_ref MiB':>9s}")
-            for side in ("diffusers", "paper"):
+            for side in r[f"flops {size}"]:
                 f = r[f"flops {size}"][side]
                 line = f"  {SIDES[side]:26s} {f['flops'] / 1e12:7.2f}"
                 if f"edit {size}" in r:
@@ -144,7 +156,7 @@ def report(r: dict, a) -> None:
                     line += f" {rate:8.1f} {rate / peaks['fp32']:11.2f} {rate / peaks['bf16']:11.2f}"
                 else:
                     line += f" {'':8s} {'':11s} {'':11s}"
-                print(line + f" {f['map_bytes'] / 2**20:9.1f}")
+                print(line + (f" {f['map_bytes'] / 2**20:9.1f}" if "map_bytes" in f else ""))
 
 
 def main() -> None:
@@ -159,8 +171,8 @@ def main() -> None:
     p.add_argument("--only", nargs="+", choices=["parts", "edit", "flops"], default=["parts", "edit", "flops"])
     p.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32", help="our UNet and text encoder's")
     p.add_argument("--compile", action="store_true", help="torch.compile our UNet")
-    p.add_argument("--unbatched", action="store_true", help="ours with the step-by-step editing loops (editing.edit, "
-                   "diffusers_compat.edit), not lockstep.edit: the batching's gain")
+    p.add_argument("--unbatched", action="store_true", help="also time our step-by-step editing loops (editing.edit, "
+                   "diffusers_compat.edit) beside lockstep.edit, in the same alternation: the batching's gain")
     p.add_argument("--json", type=Path, help="where to write the results (default DIR/speed.json)")
     a = p.parse_args()
     if a.with_512 and 512 not in a.sizes:

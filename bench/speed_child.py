@@ -202,7 +202,7 @@ def first_attention_loss(sd, x_inv, c, delta_c, config) -> float:
     t, alpha_bar_t, alpha_bar_prev = sampling_schedule(config.num_steps, alphas_cumprod())[0]
     _, maps_ref = reference_step(sd, x_inv, t, alpha_bar_t, alpha_bar_prev, c, c, config)
     with record_cross_attention(sd.unet) as maps:
-        sd.unet(x_inv, t, c + delta_c)
+        sd.unet(x_inv, t, c + delta_c.to(c))
     return float(attention_loss(maps, maps_ref))
 
 
@@ -234,13 +234,13 @@ class CountFlops(TorchDispatchMode):
         return out
 
 
-def count_flops(sd, setting: str, size: int, steps: int, device: str, unbatched: bool = False) -> dict:
+def count_flops(sd, setting: str, size: int, steps: int, device: str) -> dict:
     """FLOPs of invert + edit at `steps`, from counted runs at 1 and 2 steps: every step does the same tensor
     work (only the regularizer's line search varies, a few MFLOPs), so F(N) = F(1) + (N - 1) (F(2) - F(1))."""
     counts = []
     for n in (1, 2):
         with CountFlops() as mode:
-            edit_ours(sd, setting, size, n, device, unbatched)
+            edit_theirs(sd, size, n) if setting == "theirs" else edit_ours(sd, setting, size, n, device)
         counts.append(mode.flops)
     return {"flops": counts[0] + (steps - 1) * (counts[1] - counts[0]), "flops_1": counts[0], "flops_2": counts[1]}
 
@@ -269,16 +269,18 @@ def main(kind: str, a: dict) -> dict:
     if kind == "parts":
         result["times"] = (parts_theirs if side == "theirs" else parts_ours)(model, device, a["sizes"])
     elif kind == "edit":
+        setting, unbatched = side.removesuffix("-unbatched"), side.endswith("-unbatched")
         run = (edit_theirs(model, a["size"], a["steps"]) if side == "theirs" else
-               edit_ours(model, side, a["size"], a["steps"], device, a.get("unbatched", False)))
+               edit_ours(model, setting, a["size"], a["steps"], device, unbatched))
         result.update(invert=run[0], edit=run[1], **({"attention_loss": run[4]} if len(run) > 4 else {}))
         if a.get("latents"):
             from safetensors.torch import save_file
             save_file({"x_inv": run[2].float().cpu().contiguous(), "x_edit": run[3].float().cpu().contiguous()},
                       a["latents"])
     elif kind == "flops":
-        result.update(count_flops(model, side, a["size"], a["steps"], device, a.get("unbatched", False)),
-                      map_bytes=map_bytes(model, side, a["size"], device))
+        result.update(count_flops(model, side, a["size"], a["steps"], device))
+        if side != "theirs":
+            result.update(map_bytes=map_bytes(model, side, a["size"], device))
     result.update(peak=rss("VmHWM"), working=rss("VmHWM") - loaded)
     if device.startswith("cuda"):
         result.update(cuda_peak=torch.cuda.max_memory_allocated())

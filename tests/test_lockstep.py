@@ -61,6 +61,7 @@ def assert_same(one, batched, seen, seen_batched):
             torch.testing.assert_close(maps_b[name], maps[name], atol=TOLERANCE, rtol=0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("setting", ["paper", "diffusers"])
 @pytest.mark.parametrize("negative", ["caption", "empty"])
 def test_batched_loop_equals_the_step_by_step_loop(sd64, texts, one_thread, setting, negative):
@@ -79,6 +80,7 @@ def test_batched_loop_equals_the_step_by_step_loop(sd64, texts, one_thread, sett
     assert (moved - one[1][0]).abs().max() > 1e-3
 
 
+@pytest.mark.slow
 def test_batched_loop_equals_the_step_by_step_loop_on_a_batch_with_direct_inversion(sd64, texts, one_thread):
     c, _, delta_c = texts
     config = EditConfig(num_steps=3, inversion_method="direct")
