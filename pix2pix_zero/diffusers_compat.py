@@ -23,7 +23,7 @@ from .finite import check_finite
 from .models.attention import explicit_cross_attention, record_cross_attention
 from .models.ddim import alphas_cumprod, ddim_inverse_step, ddim_step, eps_from_output, inversion_schedule
 from .models.sd import StableDiffusion
-from .noise_reg import autocorrelation
+from .noise_reg import autocorrelations, pool2x2
 
 POSTERIOR = "sample"  # NOTE(official): diffusers' `invert` samples the VAE posterior (from the run's generator)
 
@@ -35,7 +35,7 @@ def noise_pyramid(eps: torch.Tensor) -> list[torch.Tensor]:
     # NOTE(official): no x2, so level p of white noise has variance 4^-p; the width is never looked at.
     levels = [eps]
     while levels[-1].shape[-2] > 8:
-        levels.append(F.avg_pool2d(levels[-1], kernel_size=2))
+        levels.append(pool2x2(levels[-1]))
     return levels
 
 
@@ -47,13 +47,13 @@ def pair_loss(eps: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """
     # NOTE(official): delta is in [0, S_p/2), 0 included (see noise_reg.random_shifts); the width's shift range
     # follows the height. Each (sample, channel) pair draws in turn, so a sample's shifts depend on its index.
-    loss = eps.new_zeros(())
-    for i in range(eps.shape[0]):
-        for j in range(eps.shape[1]):
-            for eta in noise_pyramid(eps[i, j][None]):  # (1, H_p, W_p)
-                delta = int(torch.randint(eta.shape[-2] // 2, (1,), generator=generator, device=generator.device))
-                loss = loss + autocorrelation(eta, delta, -2)[0] ** 2 + autocorrelation(eta, delta, -1)[0] ** 2
-    return loss
+    levels = noise_pyramid(eps)
+    B, C = eps.shape[:2]
+    # all draws first, in diffusers' order (sample, channel, level), then every map at once
+    delta = torch.cat([torch.randint(eta.shape[-2] // 2, (1,), generator=generator, device=generator.device)
+                       for _ in range(B * C) for eta in levels]).view(B, C, len(levels))
+    return sum((autocorrelations(eta, delta[..., p], -2) ** 2 + autocorrelations(eta, delta[..., p], -1) ** 2).sum()
+               for p, eta in enumerate(levels))
 
 
 def kl_loss(eps: torch.Tensor) -> torch.Tensor:

@@ -106,6 +106,13 @@ def follow_inversion_path(x_inv_prev: torch.Tensor, x_ref_prev: torch.Tensor, x_
     return x_inv_prev, [x + d for x in x_edits_prev]
 
 
+def check_inversion_path(x_path: torch.Tensor | None, x_inv: torch.Tensor, num_steps: int) -> None:
+    """x_path, if given, must be the num_steps + 1 levels of an inversion ending at x_inv."""
+    if x_path is not None and (len(x_path) != num_steps + 1 or not torch.equal(x_path[-1].to(x_inv), x_inv)):
+        raise ValueError(f"x_path must hold the {num_steps + 1} levels of an inversion with {num_steps} "
+                         f"steps ending at x_inv, not {len(x_path)} levels")
+
+
 def edit(sd: StableDiffusion, x_inv: torch.Tensor, c: torch.Tensor, delta_cs: list[torch.Tensor],
          c_neg: torch.Tensor, config: EditConfig, progress: bool = True,
          on_reference: Callable[[int, dict[str, torch.Tensor]], None] | None = None,
@@ -128,9 +135,7 @@ def edit(sd: StableDiffusion, x_inv: torch.Tensor, c: torch.Tensor, delta_cs: li
     # alpha_bar stays float32 (0-dim tensors do not change the latents' dtype): in fp16/bf16, 1 - alpha_bar
     # near alpha_bar = 1 would lose most of its digits.
     schedule = sampling_schedule(config.num_steps, alphas_cumprod())
-    if x_path is not None and (len(x_path) != len(schedule) + 1 or not torch.equal(x_path[-1].to(x_inv), x_inv)):
-        raise ValueError(f"x_path must hold the {len(schedule) + 1} levels of an inversion with {len(schedule)} "
-                         f"steps ending at x_inv, not {len(x_path)} levels")
+    check_inversion_path(x_path, x_inv, len(schedule))
     for j, (t, alpha_bar_t, alpha_bar_prev) in enumerate(tqdm(schedule, desc="editing", disable=not progress,
                                                               leave=False)):
         where = f"editing step {j + 1}/{len(schedule)} (t={t})"

@@ -12,7 +12,7 @@ from typing import Callable
 
 import torch
 
-from . import diffusers_compat, editing, inversion
+from . import diffusers_compat, inversion, lockstep
 from .config import EditConfig
 from .directions import edit_direction, template_sentences
 from .editing import decode_latents, initial_noise
@@ -112,10 +112,9 @@ def edit_image(sd: StableDiffusion, image: torch.Tensor | None, caption: str, so
         directions = [edit_direction(sd, template_sentences(source), template_sentences(target)) for target in targets]
     if len(directions) != len(targets):
         raise ValueError(f"{len(targets)} targets but {len(directions)} directions")
-    if diffusers:
-        x_ref, x_edits = diffusers_compat.edit(sd, x_inv, c, directions, c_neg, config, progress, on_reference)
-    else:
-        x_ref, x_edits = editing.edit(sd, x_inv, c, directions, c_neg, config, progress, on_reference, x_path=x_path)
+    # lockstep.edit is editing.edit (paper) or diffusers_compat.edit (diffusers) with neighbouring steps' no-grad
+    # UNet calls batched: the same latents to float rounding, faster (bench/README.md)
+    x_ref, x_edits = lockstep.edit(sd, x_inv, c, directions, c_neg, config, progress, on_reference, x_path=x_path)
 
     reconstruction = decode_latents(sd, x_ref)
     errors = {}

@@ -116,3 +116,22 @@ def test_recording_a_model_without_cross_attention_is_an_error(sd):
     with pytest.raises(ValueError, match="no cross-attention"):
         with record_cross_attention(sd.vae):
             pass
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_maps_stay_float32_in_a_low_precision_layer_and_match_fp32(dtype):
+    """In bf16/fp16 the probabilities M (what guidance compares) are float32, the layer's output is in the
+    layer's dtype, and M is the fp32 layer's M up to the rounding of q and k (bf16: 8 bits of mantissa)."""
+    torch.manual_seed(0)
+    layer = Attention(query_dim=16, context_dim=8, heads=2, head_dim=8)
+    x, context = torch.randn(1, 6, 16), torch.randn(1, 5, 8)
+    maps, maps_low = {}, {}
+    layer.store, layer.store_name = maps, "a"
+    layer(x, context)
+    layer.store = None
+    low = copy.deepcopy(layer).to(dtype)
+    low.store, low.store_name = maps_low, "a"
+    out = low(x.to(dtype), context.to(dtype))
+    assert maps_low["a"].dtype == torch.float32 and out.dtype == dtype
+    torch.testing.assert_close(maps_low["a"], maps["a"], atol=2e-2, rtol=0)
+    assert (maps_low["a"].sum(-1) - 1).abs().max() < 1e-6  # a float32 softmax: rows sum to 1 at fp32 precision

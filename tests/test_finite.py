@@ -11,7 +11,8 @@ from torch import nn
 from pix2pix_zero.tools.batch import Job, run
 from pix2pix_zero.config import EditConfig
 from pix2pix_zero.editing import edit
-from pix2pix_zero.finite import NonFiniteError, check_finite
+from pix2pix_zero import lockstep
+from pix2pix_zero.finite import FiniteChecks, NonFiniteError, check_finite
 from pix2pix_zero.inversion import invert
 
 
@@ -77,3 +78,26 @@ def test_a_failed_image_writes_nothing_and_is_redone_by_the_next_run(sd, tmp_pat
     assert not out.exists() or not any(out.iterdir())  # not even the (finite) inversion
     written = run(sd, job, config, out, image_path=photo, progress=False)
     assert {p.name for p in written} >= {"cat-cat2dog.png", "cat-cat2dog.json", "cat-inversion.safetensors"}
+
+
+def test_deferred_checks_raise_the_first_failure_after_the_loop():
+    """FiniteChecks as on a GPU (deferred): nothing raises during the loop; raise_first names the first bad step."""
+    checks = FiniteChecks("cpu")
+    checks.deferred = True  # what a CUDA device gets; the logic is the same on any device
+    bad = torch.ones(3)
+    bad[0] = float("nan")
+    assert checks(torch.ones(3), "eps", "step 1") is not None
+    checks(bad, "eps", "step 2")
+    checks(bad * 2, "the latent", "step 3")
+    with pytest.raises(NonFiniteError, match=r"step 2: eps has 1 NaN"):
+        checks.raise_first()
+    checks.raise_first()  # cleared: nothing pending
+    assert not FiniteChecks("cpu").deferred  # a CPU checks at once
+
+
+def test_a_crafted_nan_stops_the_batched_loop_at_its_step(sd):
+    x = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    c = sd.encode_text(["a photo of a cat"])
+    bad = dataclasses.replace(sd, unet=NaNAtCall(sd.unet, at=1))  # the reference's first prediction
+    with pytest.raises(NonFiniteError, match=r"editing step 1/2 \(t=\d+\): the reference latent"):
+        lockstep.edit(bad, x, c, [torch.zeros_like(c)], c, EditConfig(num_steps=2), progress=False)

@@ -7,8 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 from pix2pix_zero import diffusers_compat
-from pix2pix_zero.noise_reg import (autocorrelation, descend, kl_loss, noise_pyramid, pair_loss, pair_loss_exact,
-                                    random_shifts, regularize_eps)
+from pix2pix_zero.noise_reg import (autocorrelation, autocorrelations, descend, kl_loss, noise_pyramid, pair_loss,
+                                    pair_loss_exact, pool2x2, random_shifts, regularize_eps)
 
 
 def gen(seed=0):
@@ -245,3 +245,24 @@ def test_unscaled_pyramid_is_the_authors_levels_and_weighs_level_p_16_to_the_p_l
     with torch.no_grad():
         out = regularize_eps(box_blurred(eps), gen(1), pyramid_rescale=False)
     assert torch.isfinite(out).all() and (pair_loss_exact(out, False) < pair_loss_exact(box_blurred(eps), False)).all()
+
+
+@pytest.mark.parametrize("shape", [(2, 4, 32, 32), (1, 4, 9, 7), (3, 2, 6, 10)])
+def test_pool2x2_is_avg_pool2d_bit_for_bit(shape):
+    """The regularizer's pyramid pools with strided slices; odd sides are floored as avg_pool2d floors them."""
+    eta = randn(*shape, seed=3)
+    assert torch.equal(pool2x2(eta), F.avg_pool2d(eta, kernel_size=2))
+
+
+@pytest.mark.parametrize("per_sample", [False, True])
+def test_autocorrelations_at_per_map_shifts_equal_one_roll_per_map(per_sample):
+    """`autocorrelations` (one gather) equals `autocorrelation` (a roll) map by map, along both axes, at shifts
+    per channel (C,) or per (sample, channel) (B, C)."""
+    eta = randn(2, 3, 6, 10, seed=4)
+    delta = torch.tensor([[1, 4, 5], [2, 0, 3]]) if per_sample else torch.tensor([1, 4, 5])
+    for dim in (-2, -1):
+        rho = autocorrelations(eta, delta, dim)
+        for b in range(2):
+            for c in range(3):
+                d = int(delta[b, c] if per_sample else delta[c])
+                assert torch.allclose(rho[b, c], autocorrelation(eta[b, c], d, dim), atol=1e-7, rtol=0)

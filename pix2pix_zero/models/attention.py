@@ -16,12 +16,13 @@ from torch import nn
 
 
 def attention_probs(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-    """M = softmax(Q K^T / sqrt(d)) for q (B, h, N, d), k (B, h, L, d) -> (B, h, N, L).
+    """M = softmax(Q K^T / sqrt(d)) for q (B, h, N, d), k (B, h, L, d) -> (B, h, N, L), in at least float32.
 
-    q is scaled before the product and the softmax runs in at least float32, so fp16 scores cannot overflow.
+    q is scaled before the product and the softmax runs in at least float32, so fp16 scores cannot overflow;
+    M stays at that precision (the maps, and the attention loss on them, are float32 in a bf16/fp16 run).
     """
     scores = (q * q.shape[-1] ** -0.5) @ k.transpose(-1, -2)
-    return scores.softmax(dim=-1, dtype=torch.promote_types(scores.dtype, torch.float32)).to(q.dtype)
+    return scores.softmax(dim=-1, dtype=torch.promote_types(scores.dtype, torch.float32))
 
 
 class Attention(nn.Module):
@@ -53,7 +54,7 @@ class Attention(nn.Module):
             M = attention_probs(q, k)  # (B, h, N, L)
             if self.store is not None:
                 self.store[self.store_name] = M
-            out = M @ v
+            out = M.to(v.dtype) @ v
         else:
             out = F.scaled_dot_product_attention(q, k, v)
         return self.to_out[0](rearrange(out, "b h n d -> b n (h d)"))
