@@ -12,7 +12,7 @@ from pathlib import Path
 
 from common import full_size_checkpoints, run_child
 
-CHILD = r"""
+CHILD = f"BENCH = {str(Path(__file__).resolve().parent)!r}\n" + r"""
 import json, sys, time, numpy as np, torch
 from PIL import Image
 which, folder, single, size, steps, device = sys.argv[1:7]
@@ -22,18 +22,9 @@ def peak():
 image = Image.fromarray((np.random.default_rng(0).random((size, size, 3)) * 255).astype(np.uint8))
 caption, src, tgt = "a photo of a cat", ["a cat", "a photo of a cat"], ["a dog", "a photo of a dog"]
 if which == "reference":
-    import diffusers, transformers
-    kw = dict(torch_dtype=torch.float32)
-    pipe = diffusers.StableDiffusionPix2PixZeroPipeline(
-        vae=diffusers.AutoencoderKL.from_pretrained(folder, subfolder="vae", **kw),
-        text_encoder=transformers.CLIPTextModel.from_pretrained(folder, subfolder="text_encoder", **kw),
-        tokenizer=transformers.CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer"),
-        unet=diffusers.UNet2DConditionModel.from_pretrained(folder, subfolder="unet", **kw),
-        scheduler=diffusers.DDIMScheduler.from_pretrained(folder, subfolder="scheduler"),
-        inverse_scheduler=diffusers.DDIMInverseScheduler.from_pretrained(folder, subfolder="scheduler"),
-        feature_extractor=None, safety_checker=None, caption_generator=None, caption_processor=None,
-        requires_safety_checker=False).to(device)
-    pipe.set_progress_bar_config(disable=True)
+    sys.path.insert(0, BENCH)
+    from speed_child import theirs  # the pipeline on the same folder, as bench/speed.py builds it
+    pipe = theirs(folder, device)
     t0 = time.perf_counter()
     inv = pipe.invert(caption, image=image, num_inference_steps=steps, generator=torch.Generator().manual_seed(0),
                       output_type="latent").latents

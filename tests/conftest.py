@@ -1,6 +1,7 @@
 """Tiny seeded SD 1.x checkpoints, written once per test session: the original single file, a diffusers
 folder, and a diffusers folder with the old VAE attention names. All three hold the same weights (seed 0)."""
 import pytest
+import torch
 
 from pix2pix_zero.loading.load import load_sd
 from pix2pix_zero.loading.random_checkpoint import make_checkpoint
@@ -104,3 +105,13 @@ def command(capsys):
         captured = capsys.readouterr()
         return code, captured.out, captured.err
     return run
+
+
+@pytest.fixture
+def one_thread():
+    """One CPU thread for the test: torch's CPU backward (the guidance gradient, the regularizer) is not bitwise
+    reproducible across thread counts."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

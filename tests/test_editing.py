@@ -87,15 +87,6 @@ def test_nonzero_guidance_changes_the_edit(sd, texts):
     assert (guided - unguided).abs().max() > 1e-4
 
 
-@pytest.fixture
-def one_thread():
-    """torch's CPU backward is not bitwise reproducible with several threads (the same guidance gradient twice
-    differs by ~3e-7 relative on 2 cores, measured); one thread makes repeated computations identical."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def test_several_targets_share_one_reference_and_equal_separate_edits(sd, texts, one_thread):
     c, delta_c = texts

@@ -181,14 +181,6 @@ def test_follow_inversion_path_moves_reference_onto_the_path_and_edits_by_the_sa
     assert torch.equal(x_ref, x_inv_prev) and torch.equal(x_edit_next, torch.full((1, 4, 2, 2), 2.0))
 
 
-@pytest.fixture
-def one_thread():
-    """torch's CPU backward (the guidance gradient, the regularizer) is not bitwise reproducible across threads."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.mark.parametrize("method", ["ddim", "direct", "fixed-point"])
 def test_each_methods_inversion_file_reloads_and_edits_identically(sd, tmp_path, method, one_thread):

@@ -16,13 +16,6 @@ from pix2pix_zero.models.ddim import alphas_cumprod, sampling_schedule
 TOLERANCE = 1e-10
 
 
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module")
 def sd64(single_file):
