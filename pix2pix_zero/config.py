@@ -23,6 +23,7 @@ class EditConfig:
     lambda_kl: float = 20.0  # KL regularizer step size (authors' code)
     num_reg_steps: int = 5  # regularizer iterations per inversion step (authors' code)
     num_ac_rolls: int = 5  # random-shift draws per regularizer iteration (authors' code)
+    pair_shifts: Literal["random", "all"] = "random"  # L_pair at random shifts (paper), or its exact mean over all shifts by FFT
     posterior: Literal["mean", "sample", None] = None  # VAE encoding; None: the setting's (paper mean, diffusers sample)
     inversion_method: Literal["ddim", "direct", "fixed-point"] = "ddim"  # ddim (paper), direct or fixed-point (README)
     inversion_iters: int = 5  # fixed-point: UNet evaluations per inversion step (1 is plain DDIM)
@@ -53,6 +54,11 @@ class EditConfig:
         if self.setting == "diffusers" and self.inversion_method != "ddim":
             raise ValueError(f"inversion_method {self.inversion_method!r} is not part of the diffusers setting, which "
                              "reproduces diffusers' pipeline (DDIM inversion only): use --setting paper")
+        if self.pair_shifts not in ("random", "all"):
+            raise ValueError(f"pair_shifts must be 'random' or 'all', not {self.pair_shifts!r}")
+        if self.setting == "diffusers" and self.pair_shifts != "random":
+            raise ValueError("pair_shifts 'all' applies to the paper setting; the diffusers setting draws random "
+                             "shifts as diffusers' pipeline does")
         if self.setting == "diffusers" and not self.pyramid_rescale:
             raise ValueError("pyramid_rescale applies to the paper setting; the diffusers setting always uses "
                              "diffusers' unscaled pyramid")

@@ -97,7 +97,7 @@ def invert_path(sd: StableDiffusion, x0: torch.Tensor, c: torch.Tensor, config: 
         else:
             eps = unet_eps(sd, x, t, c, alpha_bar_t, where)
         eps = regularize_eps(eps.float(), generator, config.lambda_ac, config.lambda_kl, config.num_reg_steps,
-                             config.num_ac_rolls, config.pyramid_rescale).to(eps.dtype)
+                             config.num_ac_rolls, config.pyramid_rescale, config.pair_shifts).to(eps.dtype)
         path.append(check_finite(ddim_inverse_step(eps, x, alpha_bar_t, alpha_bar_prev), "the latent", where))
     return torch.stack(path)
 

@@ -4,6 +4,8 @@ pix2pix-zero (Parmar et al., arXiv:2302.03027), sec. 3.1 "Inverting Real Images"
 autocorrelation coefficients over a pyramid of the noise map (after StyleGAN2's noise regularizer,
 arXiv:1912.04958, sec. 4), and L_KL, then a few gradient steps on eps at every inversion step. Acts on eps of
 shape (B, C, H, W), each sample on its own; for a v-prediction model the caller converts v to eps first.
+Autocorrelations over all shifts at once come from the FFT (autocorrelation theorem): the exact L_pair, and
+the random estimator's exact mean, an option of the procedure.
 diffusers' batch-pooled variant lives in diffusers_compat.py.
 """
 from typing import Callable
@@ -62,6 +64,20 @@ def autocorrelations(eta: torch.Tensor, delta: torch.Tensor, dim: int) -> torch.
     return (eta * eta.gather(dim, index.expand_as(eta))).mean(dim=(-2, -1))
 
 
+def autocorrelations_all(eta: torch.Tensor, dim: int) -> torch.Tensor:
+    """`autocorrelation` at every shift delta = 0..S-1 along `dim` at once, (B, C, H, W) -> (B, C, S).
+
+    Autocorrelation theorem (Wiener-Khinchin, circular): sum_i v_i v_{i-delta} = IDFT(|DFT(v)|^2)[delta] for
+    each line v of the map along `dim`; summing the lines and dividing by H W gives rho(delta). O(HW log S)
+    for all S shifts, against O(HW S) shift by shift.
+    """
+    S = eta.shape[dim]
+    power = torch.fft.rfft(eta, dim=dim).abs().pow(2)  # |DFT|^2 of each line
+    other = -1 if dim in (-2, 2) else -2
+    lines = torch.fft.irfft(power, n=S, dim=dim).sum(dim=other)  # (B, C, S): sum of the lines' correlations
+    return lines / (eta.shape[-2] * eta.shape[-1])
+
+
 def pair_loss_exact(eps: torch.Tensor, rescale: bool = True) -> torch.Tensor:
     """L_pair (paper sec. 3.1) per sample, (B, C, H, W) -> (B,): over levels p, channels and both axes, the
     squared autocorrelation coefficients rho(delta)^2 for every shift delta = 1..S_p-1 (S_p the side along
@@ -74,8 +90,23 @@ def pair_loss_exact(eps: torch.Tensor, rescale: bool = True) -> torch.Tensor:
     for eta in noise_pyramid(eps, rescale):
         size = eta.shape[-2] * eta.shape[-1]
         for dim in (-2, -1):
-            for delta in range(1, eta.shape[dim]):
-                loss = loss + autocorrelation(eta, delta, dim).pow(2).sum(dim=1) / size
+            loss = loss + autocorrelations_all(eta, dim)[..., 1:].pow(2).sum(dim=(1, 2)) / size
+    return loss
+
+
+def pair_loss_expected(eps: torch.Tensor, rescale: bool = True) -> torch.Tensor:
+    """The expectation of `pair_loss` over `random_shifts`, computed exactly, (B, C, H, W) -> (B,): over levels,
+    axes and channels, the mean of rho(delta)^2 over delta = 1..K_p, K_p = ceil(S_p/2) - 1, all shifts at once
+    by `autocorrelations_all`.
+
+    The same scale as the random estimator (lambda_ac = 20 applies), without its sampling noise: one descent step
+    of lambda_ac on it is, to first order, the num_ac_rolls steps of lambda_ac / num_ac_rolls on random draws.
+    """
+    loss = eps.new_zeros(eps.shape[0])
+    for eta in noise_pyramid(eps, rescale):
+        for dim in (-2, -1):
+            K = (eta.shape[dim] + 1) // 2 - 1
+            loss = loss + autocorrelations_all(eta, dim)[..., 1:K + 1].pow(2).mean(dim=-1).sum(dim=1)
     return loss
 
 
@@ -152,12 +183,14 @@ MAX_HALVINGS = 64  # 2^-64 ~ 5e-20: enough for any map whose loss is finite in f
 
 def regularize_eps(eps: torch.Tensor, generator: torch.Generator, lambda_ac: float = 20.0,
                    lambda_kl: float = 20.0, num_reg_steps: int = 5, num_ac_rolls: int = 5,
-                   pyramid_rescale: bool = True) -> torch.Tensor:
+                   pyramid_rescale: bool = True, pair_shifts: str = "random") -> torch.Tensor:
     """Gradient steps on eps (paper sec. 3.1; the authors' ddim_inv.py); returns a new tensor, no graph.
 
     repeat num_reg_steps times:
         repeat num_ac_rolls times: eps <- eps - lambda_ac * grad L_pair(eps) / num_ac_rolls  (fresh shifts each)
         eps <- eps - lambda_kl * grad L_KL(eps)
+    pair_shifts "all" replaces the inner loop by one step eps <- eps - lambda_ac * grad E[L_pair](eps) on
+    `pair_loss_expected`: no draws, one gradient instead of num_ac_rolls (an option, not the paper's procedure).
     A term with lambda 0 is skipped and draws nothing. Defaults are the authors' (lambda_ac = lambda_kl = 20,
     5 x 5). The losses are per sample and summed, so each sample moves as it would alone. Every step is taken
     with `descend`: L_pair is quartic in eps, so a fixed step overshoots, and diverges, once eps is correlated
@@ -170,7 +203,9 @@ def regularize_eps(eps: torch.Tensor, generator: torch.Generator, lambda_ac: flo
     with torch.inference_mode(False), torch.enable_grad():
         eps = eps.clone()  # a normal tensor even when the caller's is an inference tensor
         for _ in range(num_reg_steps):
-            if lambda_ac > 0:
+            if lambda_ac > 0 and pair_shifts == "all":
+                eps = descend(lambda e: pair_loss_expected(e, pyramid_rescale), eps, lambda_ac)
+            elif lambda_ac > 0:
                 for _ in range(num_ac_rolls):
                     shifts = random_shifts(eps, generator)
                     eps = descend(lambda e: pair_loss(e, shifts, pyramid_rescale), eps, lambda_ac / num_ac_rolls)

@@ -64,6 +64,7 @@ def test_each_bad_argument_exits_2_naming_the_fix(tmp_path, photo, single_file, 
         (["--task", "cat2dog", "--weights", not_a_checkpoint], "model.safetensors: not a safetensors file"),
         (["--task", "cat2dog", "--out", tmp_path / "a-file"], "a-file"),
         (["--task", "cat2dog", "--shard", "2/2"], "--shard"),
+        (["--task", "cat2dog", "--setting", "diffusers", "--pair-shifts", "all"], "pair_shifts 'all'.*paper setting"),
     ]
     for extra, problem in cases:
         code, err = main([*base, *extra], capsys)

@@ -45,6 +45,11 @@ def test_regularizer_changes_the_inversion_and_is_seeded(sd):
     plain = invert(sd, x0, c, EditConfig(num_steps=3, lambda_ac=0, lambda_kl=0), torch.Generator(), progress=False)
     torch.testing.assert_close(a, b, atol=0, rtol=0)
     assert (a - plain).abs().max() > 1e-3
+    # pair_shifts "all" reaches the procedure: no shift draws, so any seed gives one result, not a's
+    every = [invert(sd, x0, c, EditConfig(num_steps=3, pair_shifts="all"), torch.Generator().manual_seed(s),
+                    progress=False) for s in (7, 8)]
+    torch.testing.assert_close(every[0], every[1], atol=0, rtol=0)
+    assert (every[0] - a).abs().max() > 1e-4 and (every[0] - plain).abs().max() > 1e-3
 
 
 def test_encode_uses_posterior_mean_by_default_and_a_seeded_sample_on_request(sd):

@@ -7,8 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 from pix2pix_zero import diffusers_compat
-from pix2pix_zero.noise_reg import (autocorrelation, autocorrelations, descend, kl_loss, noise_pyramid, pair_loss,
-                                    pair_loss_exact, pool2x2, random_shifts, regularize_eps)
+from pix2pix_zero.noise_reg import (autocorrelation, autocorrelations, autocorrelations_all, descend, kl_loss,
+                                    noise_pyramid, pair_loss, pair_loss_exact, pair_loss_expected, pool2x2,
+                                    random_shifts, regularize_eps)
 
 
 def gen(seed=0):
@@ -73,9 +74,9 @@ def test_pair_loss_exact_and_gradient_hand_values():
 
 
 @pytest.mark.parametrize("loss_fn", [
-    pair_loss_exact, kl_loss, diffusers_compat.kl_loss,
+    pair_loss_exact, pair_loss_expected, kl_loss, diffusers_compat.kl_loss,
     lambda e: pair_loss(e, random_shifts(e, gen(1))), lambda e: diffusers_compat.pair_loss(e, gen(1)),
-], ids=["pair_exact", "kl", "kl_diffusers", "pair", "pair_diffusers"])
+], ids=["pair_exact", "pair_expected", "kl", "kl_diffusers", "pair", "pair_diffusers"])
 def test_gradients_match_finite_differences(loss_fn):
     eps = box_blurred(randn(1, 2, 16, 16, dtype=torch.float64)).requires_grad_(True)  # two levels: 16, 8
     assert torch.autograd.gradcheck(loss_fn, (eps,), eps=1e-6, atol=1e-7, rtol=1e-5)
@@ -101,6 +102,7 @@ def test_estimator_mean_relates_to_exact_sum(side):
     nyquist = rho2[side // 2, -2] + rho2[side // 2, -1] if side % 2 == 0 else 0.0
     expectation = sum(rho2[delta, d] for delta in range(1, K + 1) for d in (-2, -1)) / K  # (B,)
     torch.testing.assert_close(pair_loss_exact(eps), (2 * K * expectation + nyquist) / side**2)  # the identity
+    torch.testing.assert_close(pair_loss_expected(eps), expectation)  # E computed exactly
     g = gen(3)
     mean = torch.stack([pair_loss(eps, random_shifts(eps, g)) for _ in range(3000)]).mean(0)
     torch.testing.assert_close(mean, expectation, rtol=0.05, atol=0)  # ... and the estimator is unbiased for E
@@ -266,3 +268,41 @@ def test_autocorrelations_at_per_map_shifts_equal_one_roll_per_map(per_sample):
             for c in range(3):
                 d = int(delta[b, c] if per_sample else delta[c])
                 assert torch.allclose(rho[b, c], autocorrelation(eta[b, c], d, dim), atol=1e-7, rtol=0)
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 8, 8), (1, 2, 9, 7), (1, 1, 6, 10)])
+def test_fft_autocorrelations_equal_the_direct_sum_at_every_shift(shape):
+    """Autocorrelation theorem: `autocorrelations_all` (FFT) equals `autocorrelation` (a roll) at each delta,
+    odd and even sides, both axes."""
+    eta = box_blurred(randn(*shape, seed=5, dtype=torch.float64))
+    for dim in (-2, -1):
+        direct = torch.stack([autocorrelation(eta, delta, dim) for delta in range(shape[dim])], dim=-1)
+        torch.testing.assert_close(autocorrelations_all(eta, dim), direct, rtol=1e-12, atol=1e-12)
+
+
+def test_pair_losses_equal_their_definitions_by_direct_sum_on_a_pyramid():
+    """pair_loss_exact: sum over levels, axes, channels, delta = 1..S_p-1 of rho^2 / (H_p W_p); pair_loss_expected:
+    the mean over delta = 1..K_p instead; both by rolls, on a 32 x 24 map (levels 32x24, 16x12)."""
+    eps = box_blurred(randn(2, 3, 32, 24, seed=6, dtype=torch.float64))
+    exact, expected = torch.zeros(2, dtype=torch.float64), torch.zeros(2, dtype=torch.float64)
+    for eta in noise_pyramid(eps):
+        for dim in (-2, -1):
+            S = eta.shape[dim]
+            rho2 = [autocorrelation(eta, delta, dim).pow(2).sum(dim=1) for delta in range(1, S)]  # (B,) each
+            exact += sum(rho2) / (eta.shape[-2] * eta.shape[-1])
+            expected += sum(rho2[:(S + 1) // 2 - 1]) / ((S + 1) // 2 - 1)
+    torch.testing.assert_close(pair_loss_exact(eps), exact, rtol=1e-12, atol=0)
+    torch.testing.assert_close(pair_loss_expected(eps), expected, rtol=1e-12, atol=0)
+
+
+def test_all_shifts_option_takes_one_step_on_the_expected_loss_and_draws_nothing():
+    """pair_shifts "all": each iteration is one `descend` of lambda_ac on pair_loss_expected, then the KL step; the
+    generator is never drawn from; it lowers the exact L_pair of a correlated map."""
+    eps = box_blurred(randn(1, 4, 32, 32, seed=7))
+    g = gen(8)
+    state = g.get_state()
+    out = regularize_eps(eps, g, num_reg_steps=1, pair_shifts="all")
+    assert torch.equal(g.get_state(), state)
+    by_hand = descend(kl_loss, descend(lambda e: pair_loss_expected(e), eps, 20.0), 20.0)
+    torch.testing.assert_close(out, by_hand, rtol=0, atol=0)
+    assert pair_loss_expected(out) < 0.9 * pair_loss_expected(eps) and pair_loss_exact(out) < pair_loss_exact(eps)
