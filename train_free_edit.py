@@ -16,35 +16,18 @@ flag maps onto one field of pix2pix_zero.config.EditConfig; the README explains 
 """
 import argparse
 import dataclasses
-import inspect
-import re
 import sys
-import typing
 from pathlib import Path
 
-import torch
-
 from pix2pix_zero.loading.checkpoint import CheckpointError
+from pix2pix_zero.tools.arguments import (DTYPES, check_model_args, config_args, load_model, model_args,
+                                          sentence_args, sentence_options)
+from pix2pix_zero.tools.evaluation.commands import main_evaluate, main_pie_bench
 
 COMMANDS = ("edit", "directions", "evaluate", "pie-bench")
 # Errors that end a run with exit status 2 and one line naming the problem (no traceback): bad arguments or
 # files, a model that cannot load, an output folder that cannot be written.
 ERRORS = (CheckpointError, ValueError, OSError, ConnectionError)
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-
-
-def model_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("model")
-    g.add_argument("--weights", help="checkpoint: a .safetensors file or diffusers folder (default: the one in "
-                                     "weights/, else download CompVis/stable-diffusion-v1-4)")
-    g.add_argument("--weights-dir", default="weights", help="where to look for checkpoints (default: weights)")
-    g.add_argument("--prediction-type", choices=["epsilon", "v_prediction"], help="override the checkpoint's")
-    g.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    g.add_argument("--dtype", choices=list(DTYPES), default="fp32", help="UNet and text encoder (bf16: fast on "
-                   "CPUs with AVX-512 BF16/AMX and on GPUs; fp16: GPUs only)")
-    g.add_argument("--vae-dtype", choices=list(DTYPES), default="fp32", help="the VAE's (fp16 may overflow)")
-    g.add_argument("--cache-dir", default=None, help="cache of sentences, mean embeddings and directions "
-                                                     "(default: OUT/.cache, and outputs/.cache for directions)")
 
 
 def concept_args(p: argparse.ArgumentParser) -> None:
@@ -56,49 +39,6 @@ def concept_args(p: argparse.ArgumentParser) -> None:
                                               "authors' mean embedding of the word (.pt, (1, 77, D))")
     g.add_argument("--target-sentences", action="append", default=[], help="the same per --target")
     sentence_args(g)
-
-
-def sentence_args(g) -> None:
-    g.add_argument("--sentences", choices=["templates", "lm"], default="templates",
-                   help="for words without a file: the built-in templates (offline), or a language model's")
-    g.add_argument("--lm", default=None, help="language model for --sentences lm: flan-t5-large, flan-t5-xl, a hub id "
-                                              "or a local folder (default: google/flan-t5-large)")
-    g.add_argument("--num-sentences", type=int, default=1000, help="sentences per word from the language model")
-    g.add_argument("--lm-seed", type=int, default=0, help="seed of the language model's sampling")
-
-
-# Earlier spellings of EditConfig flags, kept working beside the field names.
-ALIASES = {"num_steps": ["--steps"], "lambda_xa": ["--xa-guidance"], "num_reg_steps": ["--reg-steps"],
-           "num_ac_rolls": ["--ac-rolls"]}
-
-
-def field_comments(cls) -> dict[str, str]:
-    """name -> the comment after a dataclass field's definition, read from the class's source."""
-    comments = {}
-    for line in inspect.getsource(cls).splitlines():
-        if m := re.match(r"\s+(\w+): .*?  # (.*)$", line):
-            comments[m[1]] = m[2]
-    return comments
-
-
-def config_args(p: argparse.ArgumentParser) -> None:
-    """One flag per EditConfig field (--num-steps for num_steps, ...): type, default, choices and help come
-    from the field, so a new hyperparameter needs no edit here."""
-    from pix2pix_zero.config import EditConfig
-    g = p.add_argument_group("method (pix2pix_zero.config.EditConfig)")
-    comments = field_comments(EditConfig)
-    for f in dataclasses.fields(EditConfig):
-        kind, choices = f.type, None
-        if typing.get_origin(kind) is typing.Literal:
-            choices = [c for c in typing.get_args(kind) if c is not None]
-            kind = type(choices[0])
-        names = ["--" + f.name.replace("_", "-"), *ALIASES.get(f.name, [])]
-        if kind is bool:  # --flag / --no-flag: argparse's type=bool would read "False" as True
-            g.add_argument(*names, dest=f.name, action=argparse.BooleanOptionalAction, default=f.default,
-                           help=comments.get(f.name, ""))
-            continue
-        g.add_argument(*names, dest=f.name, type=kind, choices=choices, default=f.default,
-                       help=comments.get(f.name, ""))
 
 
 def edit_parser() -> argparse.ArgumentParser:
@@ -149,40 +89,6 @@ def concepts(a: argparse.Namespace, p: argparse.ArgumentParser) -> tuple[str, li
     if a.target_sentences and len(a.target_sentences) != len(a.target):
         p.error("give one --target-sentences file per --target, or none")
     return a.source, a.target
-
-
-def load_model(a: argparse.Namespace, weights: Path):
-    from pix2pix_zero import load_sd
-    return load_sd(weights, device=a.device, dtype=DTYPES[a.dtype], prediction_type=a.prediction_type,
-                   vae_dtype=DTYPES[a.vae_dtype])
-
-
-def check_model_args(a: argparse.Namespace) -> Path:
-    """Before anything loads: the device runs the dtypes, and the checkpoint is one this project reads (headers
-    only). Returns the checkpoint's path."""
-    from pix2pix_zero.loading.device import device_problem
-    from pix2pix_zero.loading.hub import resolve_weights
-    from pix2pix_zero.loading.load import read_layout
-    for dtype in dict.fromkeys((a.dtype, a.vae_dtype)):
-        if warning := device_problem(a.device, DTYPES[dtype]):
-            print(f"warning: {warning}", file=sys.stderr)
-    weights = resolve_weights(a.weights, a.weights_dir)
-    read_layout(weights)
-    return weights
-
-
-def sentence_options(a: argparse.Namespace, p: argparse.ArgumentParser, progress: bool = True):
-    """Check the sentence arguments (files readable, UTF-8, not empty) and say where sentences come from."""
-    from pix2pix_zero.tools.sentences import SentenceOptions, read_sentence_file
-    if a.num_sentences < 1:
-        p.error("--num-sentences must be at least 1")
-    for file in [a.source_sentences, *a.target_sentences]:
-        if file is not None and Path(file).suffix != ".pt":  # .pt: a mean embedding, checked against the model
-            read_sentence_file(file)
-        elif file is not None and not Path(file).is_file():
-            raise FileNotFoundError(f"{file}: no such mean-embedding file")
-    return SentenceOptions(a.sentences, a.lm, a.num_sentences, a.lm_seed, a.weights_dir, a.device, DTYPES[a.dtype],
-                           progress)
 
 
 def main_edit(argv: list[str]) -> int:
@@ -306,158 +212,6 @@ def main_directions(argv: list[str]) -> int:
                       metadata={"source": source, "target": targets[0], "checkpoint": sd.identity})
         print(f"{out}: delta_c {tuple(d.delta_c.shape)} for {source} -> {targets[0]}")
     return 0
-
-
-def evaluation_args(p: argparse.ArgumentParser) -> None:
-    """The scoring models and modes, shared by evaluate and pie-bench."""
-    g = p.add_argument_group("evaluation models (tools/evaluation)")
-    g.add_argument("--clip", help="a CLIP folder in transformers' layout (or hub id) for every CLIP metric (default: "
-                                  "openai/clip-vit-base-patch32 for CLIP-Acc, openai/clip-vit-large-patch14 for the "
-                                  "CLIP score, from --weights-dir or downloaded there)")
-    g.add_argument("--dino", help="a DINO ViT folder in transformers' layout (or hub id) for the structure distance "
-                                  "(default: facebook/dino-vitb8)")
-    g.add_argument("--lpips", choices=["auto", "lpips", "torchmetrics", "off"], default="auto",
-                   help="LPIPS, optional: the lpips package (AlexNet) or torchmetrics (SqueezeNet), if installed")
-    g.add_argument("--bootstrap-seed", type=int, default=0, help="seed of the bootstrap intervals")
-
-
-def evaluate_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="train_free_edit.py evaluate", description="Score edits against their inputs: "
-                                "CLIP-Acc, CLIP score, structure distance, background and reconstruction fidelity.",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--input", required=True, help="the image file or folder that was edited")
-    p.add_argument("--edits", action="append", required=True, help="a folder of edits (the edit command's --out); "
-                   "repeat to compare several side by side (differences against the first)")
-    p.add_argument("--source", required=True, help="the edited word, as given to the edit")
-    p.add_argument("--target", required=True, help="the word it was changed to")
-    p.add_argument("--masks", help="a folder of masks named like the inputs (STEM.png, white = edited)")
-    p.add_argument("--attention-masks", action="store_true", help="masks from the edits' saved attention maps "
-                   "(STEM-attention-SOURCE-map.png, written by --save-attention; edited where >= 0.5 of the peak)")
-    p.add_argument("--mask-mode", choices=["pie", "exact"], default="pie", help="pie: edited pixels zeroed in both "
-                   "images, whole frame (PIE-Bench); exact: edited pixels left out")
-    p.add_argument("--structure-mode", choices=["splice", "pie"], default="splice", help="DINO preprocessing: splice "
-                   "(the original, [0, 1] pixels) or pie (PIE-Bench's 0..255)")
-    p.add_argument("--csv", help="one CSV of every row, instead of evaluation.csv in each --edits folder")
-    p.add_argument("--weights-dir", default="weights", help="where models are looked for and downloaded")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    evaluation_args(p)
-    return p
-
-
-def main_evaluate(argv: list[str]) -> int:
-    """Pair, score, write the CSV and the contact sheet, print the summary (and the comparison). Exit status 1
-    when some images could not be scored."""
-    from pix2pix_zero.tools.evaluation import evaluate, report, sheet
-    p = evaluate_parser()
-    a = p.parse_args(argv)
-    if a.masks and a.attention_masks:
-        p.error("give --masks or --attention-masks, not both")
-    if a.masks and not Path(a.masks).is_dir():
-        raise FileNotFoundError(f"{a.masks}: no such mask folder (--masks)")
-    for folder in a.edits:
-        if not Path(folder).is_dir():
-            raise FileNotFoundError(f"{folder}: no such folder of edits (--edits)")
-    evaluate.pair_edits(a.input, a.edits[0], a.source, a.target)  # the inputs are readable
-    paths = evaluate.resolve_models(a.clip, a.dino, a.weights_dir)
-    models = evaluate.load_models(paths, a.device, a.lpips)
-    if models.lpips_note:
-        print(f"note: {models.lpips_note}")
-    options = evaluate.Options(a.source, a.target, a.masks, a.attention_masks, a.mask_mode, a.structure_mode)
-    runs, failed = {}, False
-    for folder in a.edits:
-        rows, problems = evaluate.evaluate_folder(a.input, folder, models, options, progress=not a.quiet,
-                                                  log=lambda line: print(line, file=sys.stderr))
-        failed |= bool(problems)
-        runs[folder] = rows
-        if not a.csv:
-            print(f"rows: {report.write_csv(rows, Path(folder) / 'evaluation.csv')}")
-        if written := sheet.contact_sheet(rows, Path(folder) / "evaluation-sheet.png"):
-            print(f"contact sheet: {written}")
-        print(report.format_summary(report.summaries(rows, a.bootstrap_seed), f"\n{folder}: {len(rows)} images"))
-    if a.csv:
-        print(f"rows: {report.write_csv([row for rows in runs.values() for row in rows], a.csv)}")
-    if len(runs) > 1:
-        print("\n" + report.format_comparison(runs, a.bootstrap_seed))
-    return 1 if failed else 0
-
-
-def pie_bench_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="train_free_edit.py pie-bench", description="Edit PIE-Bench with pix2pix-zero, "
-                                "write the edits where its evaluator reads them, and score them per category.",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    g = p.add_argument_group("benchmark")
-    g.add_argument("--data", required=True, help="the PIE-Bench folder: mapping_file.json and annotation_images/")
-    g.add_argument("--out", required=True, help="output folder (edits/, output/METHOD/annotation_images/, "
-                                                "pie-bench.csv); a rerun resumes")
-    g.add_argument("--categories", default="0-9", help="editing_type_id values to run, e.g. 0-9 or 1,3")
-    g.add_argument("--limit", type=int, help="at most this many items (after --categories), for a quick look")
-    g.add_argument("--direction", choices=["words", "prompt-pair"], default="words", help="words: sentences about "
-                   "blended_word's two words (--sentences); prompt-pair: the item's two prompts (as PIE-Bench ran "
-                   "pix2pix-zero)")
-    g.add_argument("--size", type=int, default=512, help="shorter image side (PIE-Bench's images are 512 x 512)")
-    g.add_argument("--quiet", action="store_true", help="no progress bars")
-    sentence_args(p.add_argument_group("sentences (--direction words)"))
-    evaluation_args(p)
-    config_args(p)
-    model_args(p)
-    return p
-
-
-def main_pie_bench(argv: list[str]) -> int:
-    """Check everything (arguments, data, models' files) before loading a model; edit; score; report."""
-    from pix2pix_zero.config import EditConfig
-    from pix2pix_zero.tools import folder
-    from pix2pix_zero.tools.batch import Job
-    from pix2pix_zero.tools.evaluation import evaluate, pie_bench, report
-    p = pie_bench_parser()
-    a = p.parse_args(argv)
-    a.source_sentences, a.target_sentences = None, []  # sentence_options' fields: words come from the data
-    if a.limit is not None and a.limit < 1:
-        p.error("--limit must be at least 1")
-    if a.size <= 0 or a.size % 8:
-        p.error(f"--size must be a positive multiple of 8 (e.g. 512), not {a.size}")
-    if Path(a.out).resolve() == Path(a.data).resolve():
-        raise ValueError(f"--out {a.out} is the --data folder: the benchmark is never written into; choose another")
-    config = EditConfig(**{f.name: getattr(a, f.name) for f in dataclasses.fields(EditConfig)})
-    items = pie_bench.select(pie_bench.read_mapping(a.data), pie_bench.parse_categories(a.categories), a.limit)
-    if not items:
-        raise ValueError(f"{a.data}: no items in categories {a.categories}")
-    folder.check_output_folder(a.out, None)
-    options = sentence_options(a, p, not a.quiet)
-    paths = evaluate.resolve_models(a.clip, a.dino, a.weights_dir)  # before an hour of editing
-    weights = check_model_args(a)
-    cache = a.cache_dir or f"{a.out}/.cache"
-    if a.direction == "words" and options.sentences == "lm":
-        from pix2pix_zero.tools.sentences import generate_missing_sentences
-        words = sorted({w for item in items if (pair := item.words()) for w in pair})
-        generate_missing_sentences(words, options, cache)
-
-    def make_job(source, target, caption, source_file, target_file):
-        return Job(source, [target], prompt=caption, source_sentences=str(source_file) if source_file else None,
-                   target_sentences=[str(target_file)] if target_file else [], size=a.size, cache_dir=cache,
-                   sentence_options=options)
-    log_error = lambda line: print(line, file=sys.stderr)  # noqa: E731
-    results = pie_bench.edit_items(items, a.data, a.out, make_job, config, lambda: load_model(a, weights),
-                                   a.direction, not a.quiet, log_error=log_error)
-    folder.release_memory()
-    models = evaluate.load_models(paths, a.device, a.lpips)
-    if models.lpips_note:
-        print(f"note: {models.lpips_note}")
-    rows = pie_bench.score_items(items, a.data, results, models,
-                                 lambda s, t: evaluate.Options(s, t, mask_mode="pie", structure_mode="pie"),
-                                 not a.quiet)
-    print(f"rows: {report.write_csv(rows, Path(a.out) / 'pie-bench.csv')}")
-    print(f"edits for PnPInversion's evaluator: {pie_bench.evaluator_root(a.out, config.inversion_method)}")
-    scored = [row for row in rows if row["status"] == "done"]
-    if scored:
-        print(pie_bench.means_table(pie_bench.category_tables(scored, a.bootstrap_seed)))
-        print(report.format_summary(report.summaries(scored, a.bootstrap_seed), "\nall categories"))
-    failures = [row for row in rows if row["status"] != "done"]
-    print(f"{len(scored)} scored, {len(failures)} failed")
-    for row in failures:
-        print(f"  failed: item {row['key']}: {row['reason']}")
-    return 1 if failures else 0
 
 
 def main(argv: list[str] | None = None) -> int:
