@@ -29,11 +29,12 @@ SIDES = {"theirs": "diffusers pipeline", "diffusers": "ours, diffusers setting",
 
 
 def sides(a) -> dict:
-    """The whole-edit runs, in the order they alternate; with --unbatched each setting's step-by-step loop after it."""
-    if not a.unbatched:
-        return SIDES
-    return {"theirs": SIDES["theirs"], "diffusers": SIDES["diffusers"], "diffusers-unbatched": "  step-by-step loop",
-            "paper": SIDES["paper"], "paper-unbatched": "  step-by-step loop"}
+    """The whole-edit runs, in the order they alternate; with --unbatched each setting's step-by-step loop after it;
+    only --sides's."""
+    runs = SIDES if not a.unbatched else {
+        "theirs": SIDES["theirs"], "diffusers": SIDES["diffusers"], "diffusers-unbatched": "  step-by-step loop",
+        "paper": SIDES["paper"], "paper-unbatched": "  step-by-step loop"}
+    return {side: name for side, name in runs.items() if side.removesuffix("-unbatched") in a.sides}
 PARITY_TOLERANCE = 1e-3
 GiB = 2**30
 
@@ -96,9 +97,9 @@ def measure(a) -> dict:
                     runs[side].append(child("edit", side=side, size=size, steps=a.steps, latents=latents, **common))
             results[f"edit {size}"] = {side: {k: statistics.median(r[k] for r in rs) for k in rs[0]}
                                        for side, rs in runs.items()}
-            if a.dtype == "fp32" and not a.compile:
+            if a.dtype == "fp32" and not a.compile and {"theirs", "diffusers"} <= set(a.sides):
                 results[f"parity {size}"] = parity(a, size)
-            for side in ("diffusers", "paper"):
+            for side in {"diffusers", "paper"} & set(a.sides):
                 if (change := fast_mode_change(a, size, side)) is not None:
                     results[f"change vs fp32 {size} {side}"] = change
         if "flops" in a.only:
@@ -120,7 +121,8 @@ def report(r: dict, a) -> None:
             print(f"  {name:44s} {ref:11.2f} {t:8.2f} {t / ref:6.2f}")
     for size in a.sizes:
         if f"edit {size}" in r:
-            e, ref = r[f"edit {size}"], r[f"edit {size}"]["theirs"]
+            e = r[f"edit {size}"]
+            ref = e.get("theirs", {"invert": float("nan"), "edit": float("nan"), "working": float("nan")})
             print(f"\n{size}x{size}, {a.steps} steps, invert + edit one target, median of {a.edit_repeats} run(s)")
             print(f"  {'':26s} {'invert s':>9s} {'edit s':>8s} {'total s':>8s} {'time ratio':>10s} "
                   f"{'peak GiB':>9s} {'work GiB':>9s} {'work ratio':>10s}")
@@ -140,7 +142,7 @@ def report(r: dict, a) -> None:
                 print(f"  {SIDES[side]} vs its fp32 run: max |x_inv - fp32| {ch['max_abs_x_inv']:.2e}, max |x_edit - "
                       f"fp32| {ch['max_abs_x_edit']:.2e}")
         if f"edit {size}" in r:
-            losses = {side: r[f"edit {size}"][side].get("attention_loss") for side in ("diffusers", "paper")}
+            losses = {side: m.get("attention_loss") for side, m in r[f"edit {size}"].items() if side in SIDES}
             print("  attention loss at the first guidance step: " +
                   ", ".join(f"{SIDES[s]} {v:.6g}" for s, v in losses.items() if v is not None))
         if f"flops {size}" in r:
@@ -173,6 +175,8 @@ def main() -> None:
     p.add_argument("--compile", action="store_true", help="torch.compile our UNet")
     p.add_argument("--unbatched", action="store_true", help="also time our step-by-step editing loops (editing.edit, "
                    "diffusers_compat.edit) beside lockstep.edit, in the same alternation: the batching's gain")
+    p.add_argument("--sides", nargs="+", choices=list(SIDES), default=list(SIDES), help="whose whole edit to time "
+                   "(e.g. --dtype bf16 --sides diffusers paper, against the fp32 pipeline of an earlier run)")
     p.add_argument("--json", type=Path, help="where to write the results (default DIR/speed.json)")
     a = p.parse_args()
     if a.with_512 and 512 not in a.sizes:
