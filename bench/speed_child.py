@@ -108,7 +108,9 @@ def parts_theirs(pipe, device: str, sizes: list[int]) -> dict:
     for i, s in enumerate(sizes):
         h, t = s // 8, torch.tensor(501, device=device)
         x = torch.randn(2, 4, h, h, generator=g, device=device)
-        with torch.no_grad():  # the reference maps of this timestep (untimed), as the pipeline records them
+
+        @torch.no_grad()
+        def record():  # the reference maps of this timestep (untimed), as the pipeline records them; used once
             unet(x, t, encoder_hidden_states=c, cross_attention_kwargs={"timestep": t})
 
         def guided_step():  # the pipeline's edit step: guided [x; x], then the CFG forward
@@ -121,7 +123,9 @@ def parts_theirs(pipe, device: str, sizes: list[int]) -> dict:
             with torch.no_grad():
                 unet(x_in.detach(), t, encoder_hidden_states=c, cross_attention_kwargs={"timestep": None})
         if i == 0:
+            record()
             guided_step()  # warm-up: the process's first backward pass
+        record()
         out[f"guided step {h}x{h} (diffusers)"] = timed(guided_step, device)
     return out
 
