@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from . import editing
 from .config import EditConfig
 from .editing import cfg_output, xa_guidance
-from .finite import check_finite
+from .finite import FiniteChecks
 from .models.attention import explicit_cross_attention, record_cross_attention
 from .models.ddim import alphas_cumprod, ddim_inverse_step, ddim_step, eps_from_output, inversion_schedule
 from .models.sd import StableDiffusion
@@ -95,20 +95,21 @@ def invert(sd: StableDiffusion, x0: torch.Tensor, c: torch.Tensor, config: EditC
     reproduce it.
     """
     x = x0
+    check = FiniteChecks(x0.device)  # on a GPU, no wait for the host in the loop
     v = sd.prediction_type == "v_prediction"
     schedule = inversion_schedule(config.num_steps, alphas_cumprod())
     for j, (t, alpha_bar_t, alpha_bar_prev) in enumerate(tqdm(schedule, desc="inversion", disable=not progress,
                                                               leave=False)):
         where = f"inversion step {j + 1}/{len(schedule)} (t={t})"
         out = sd.unet(x, t, c)
-        eps = check_finite(eps_from_output(out, x, alpha_bar_t, sd.prediction_type), "eps", where)
+        eps = check(eps_from_output(out, x, alpha_bar_t, sd.prediction_type), "eps", where)
         scale = float(alpha_bar_t) if v else 1.0
         eps_reg = regularize_eps(eps.float(), generator, config.lambda_ac * scale, config.lambda_kl * scale,
                                  config.num_reg_steps, config.num_ac_rolls).to(eps.dtype)
         # NOTE(official): DDIMInverseScheduler converts a v output at alpha_bar_prev while the UNet saw t.
         out = out + (eps_reg - eps) / float(alpha_bar_t) ** 0.5 if v else eps_reg
-        x = check_finite(ddim_inverse_step(out, x, alpha_bar_t, alpha_bar_prev, sd.prediction_type), "the latent",
-                         where)
+        x = check(ddim_inverse_step(out, x, alpha_bar_t, alpha_bar_prev, sd.prediction_type), "the latent", where)
+    check.raise_first()
     return x
 
 

@@ -7,11 +7,13 @@ x <- ddim_inverse_step(eps, x). `invert_path` keeps every level [x0, x_1, ..., x
 (arXiv:2310.01506, applied while editing: editing.follow_inversion_path); `fixed_point_eps` solves each inverse
 step's implicit equation (ReNoise, arXiv:2403.14602). Latents are (B, 4, H, W) at 1/8 of the image's size.
 """
+from typing import Callable
+
 import torch
 from tqdm.auto import tqdm
 
 from .config import EditConfig
-from .finite import check_finite
+from .finite import FiniteChecks, check_finite
 from .models.ddim import alphas_cumprod, ddim_inverse_step, eps_from_output, inversion_schedule
 from .models.sd import StableDiffusion
 from .models.vae import sample_posterior
@@ -32,17 +34,19 @@ def encode_image(sd: StableDiffusion, image: torch.Tensor, posterior: str = "mea
     return check_finite(sd.latent_scale * z, "the encoded image x0", "VAE encoding").to(sd.unet.conv_in.weight.dtype)
 
 
-def unet_eps(sd: StableDiffusion, x: torch.Tensor, t: int, c: torch.Tensor, alpha_bar_t, where: str) -> torch.Tensor:
-    """eps = UNet(x, t, c) at guidance scale 1, a v output converted to eps at level alpha_bar_t."""
+def unet_eps(sd: StableDiffusion, x: torch.Tensor, t: int, c: torch.Tensor, alpha_bar_t, where: str,
+             check: Callable = check_finite) -> torch.Tensor:
+    """eps = UNet(x, t, c) at guidance scale 1, a v output converted to eps at level alpha_bar_t; `check` is
+    check_finite or a loop's FiniteChecks."""
     # NOTE(official): a v output is converted to eps at alpha_bar_t, the level of the timestep the UNet was
     # told, and the regularizer acts on that eps (the authors' code supports eps models only; diffusers
     # regularizes the v output: diffusers_compat.invert).
-    return check_finite(eps_from_output(sd.unet(x, t, c), x, alpha_bar_t, sd.prediction_type), "eps", where)
+    return check(eps_from_output(sd.unet(x, t, c), x, alpha_bar_t, sd.prediction_type), "eps", where)
 
 
 def fixed_point_eps(sd: StableDiffusion, x_prev: torch.Tensor, t: int, c: torch.Tensor, alpha_bar_t, alpha_bar_prev,
-                    iters: int, average: int = 1, where: str = "", residuals: list[float] | None = None
-                    ) -> torch.Tensor:
+                    iters: int, average: int = 1, where: str = "", residuals: list[float] | None = None,
+                    check: Callable = check_finite) -> torch.Tensor:
     """The eps of an inverse DDIM step that solves x_t = ddim_inverse_step(eps(x_t, t), x_prev) by fixed-point
     iteration (ReNoise, Garibi et al., arXiv:2403.14602, sec. 3; AIDI, Pan et al., ICCV 2023, arXiv:2309.04907).
 
@@ -57,7 +61,7 @@ def fixed_point_eps(sd: StableDiffusion, x_prev: torch.Tensor, t: int, c: torch.
     """
     x_t, eps_sum, x_last = x_prev, 0, None
     for k in range(1, iters + 1):
-        eps = unet_eps(sd, x_t, t, c, alpha_bar_t, f"{where}, fixed-point iteration {k}")
+        eps = unet_eps(sd, x_t, t, c, alpha_bar_t, f"{where}, fixed-point iteration {k}", check)
         if k > iters - average:
             eps_sum = eps_sum + eps
         x_t = ddim_inverse_step(eps, x_prev, alpha_bar_t, alpha_bar_prev)
@@ -83,6 +87,7 @@ def invert_path(sd: StableDiffusion, x0: torch.Tensor, c: torch.Tensor, config: 
     `residuals`, if given, receives each fixed-point step's residuals (see `fixed_point_eps`).
     """
     path = [x0]
+    check = FiniteChecks(x0.device)  # on a GPU, no wait for the host in the loop
     schedule = inversion_schedule(config.num_steps, alphas_cumprod())
     for j, (t, alpha_bar_t, alpha_bar_prev) in enumerate(tqdm(schedule, desc="inversion", disable=not progress,
                                                               leave=False)):
@@ -91,14 +96,15 @@ def invert_path(sd: StableDiffusion, x0: torch.Tensor, c: torch.Tensor, config: 
         if config.inversion_method == "fixed-point":
             step_residuals = [] if residuals is not None else None
             eps = fixed_point_eps(sd, x, t, c, alpha_bar_t, alpha_bar_prev, config.inversion_iters,
-                                  config.inversion_average, where, step_residuals)
+                                  config.inversion_average, where, step_residuals, check)
             if residuals is not None:
                 residuals.append(step_residuals)
         else:
-            eps = unet_eps(sd, x, t, c, alpha_bar_t, where)
+            eps = unet_eps(sd, x, t, c, alpha_bar_t, where, check)
         eps = regularize_eps(eps.float(), generator, config.lambda_ac, config.lambda_kl, config.num_reg_steps,
                              config.num_ac_rolls, config.pyramid_rescale, config.pair_shifts).to(eps.dtype)
-        path.append(check_finite(ddim_inverse_step(eps, x, alpha_bar_t, alpha_bar_prev), "the latent", where))
+        path.append(check(ddim_inverse_step(eps, x, alpha_bar_t, alpha_bar_prev), "the latent", where))
+    check.raise_first()
     return torch.stack(path)
 
 

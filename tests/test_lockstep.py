@@ -4,7 +4,7 @@ targets, with and without guidance on the reference, and with Direct Inversion."
 import pytest
 import torch
 
-from pix2pix_zero import diffusers_compat, editing, lockstep
+from pix2pix_zero import diffusers_compat, editing, inversion, lockstep
 from pix2pix_zero.config import EditConfig
 from pix2pix_zero.loading.load import load_sd
 from pix2pix_zero.models.ddim import alphas_cumprod, sampling_schedule
@@ -119,13 +119,17 @@ def test_no_host_sync_inside_the_editing_loop_on_cuda(single_file):
     finally:
         torch.cuda.set_sync_debug_mode(0)
 
-    def syncs(num_steps: int) -> int:
+    def syncs(loop, num_steps: int) -> int:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             torch.cuda.set_sync_debug_mode("warn")
             try:
-                lockstep.edit(sd, x, c, [delta_c], c, EditConfig(num_steps=num_steps), progress=False)
+                loop(EditConfig(num_steps=num_steps))
             finally:
                 torch.cuda.set_sync_debug_mode(0)
         return sum("synchroniz" in str(w.message) for w in caught)
-    assert syncs(2) == syncs(4)
+    editing_loop = lambda config: lockstep.edit(sd, x, c, [delta_c], c, config, progress=False)  # noqa: E731
+    assert syncs(editing_loop, 2) == syncs(editing_loop, 4)
+    # the paper's inversion too: its regularizer's line search runs batched on a GPU (noise_reg.descend)
+    inversion_loop = lambda config: inversion.invert(sd, x, c, config, torch.Generator(), progress=False)  # noqa: E731
+    assert syncs(inversion_loop, 2) == syncs(inversion_loop, 4)

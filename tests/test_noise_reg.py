@@ -201,6 +201,21 @@ def test_descend_never_raises_its_loss_and_is_the_plain_step_where_that_descends
     assert taken_plain and shortened  # both cases occurred
 
 
+def test_batched_line_search_takes_the_same_steps_as_the_one_by_one_search():
+    """descend(batched=True), all halvings in one loss call (the GPU's sync-free search), equals the search that
+    tries one step at a time: plain steps, shortened steps, each sample its own, and a non-finite sample left."""
+    for scale, blur in ((0.01, 0), (1.0, 1), (10.0, 4), (1e3, 1)):
+        eps = correlated(scale, blur, seed=blur, B=2, side=32)
+        for loss_fn, step in ((partial(pair_loss, shifts=random_shifts(eps, gen(blur))), 4.0), (kl_loss, 20.0)):
+            torch.testing.assert_close(descend(loss_fn, eps, step, batched=True),
+                                       descend(loss_fn, eps, step, batched=False), rtol=0, atol=0)
+    eps = torch.cat([correlated(3.0, 2, B=1, side=16), torch.full((1, 4, 16, 16), 1e30)])  # 2nd: loss overflows
+    loss_fn = partial(pair_loss, shifts=random_shifts(eps, gen()))
+    out = descend(loss_fn, eps, 4.0, batched=True)
+    torch.testing.assert_close(out, descend(loss_fn, eps, 4.0, batched=False), rtol=0, atol=0)
+    assert torch.equal(out[1], eps[1]) and not torch.equal(out[0], eps[0])
+
+
 def test_descend_leaves_a_map_with_non_finite_loss_alone():
     eps = torch.full((1, 1, 16, 16), 1e30)  # rho^2 overflows float32
     shifts = random_shifts(eps, gen())
