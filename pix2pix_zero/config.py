@@ -11,6 +11,7 @@ from typing import Literal
 SETTINGS = ("paper", "diffusers")
 POSTERIORS = ("mean", "sample")
 INVERSION_METHODS = ("ddim", "direct", "fixed-point")
+PAIR_SHIFTS = ("random", "all")
 
 
 @dataclass
@@ -54,8 +55,8 @@ class EditConfig:
         if self.setting == "diffusers" and self.inversion_method != "ddim":
             raise ValueError(f"inversion_method {self.inversion_method!r} is not part of the diffusers setting, which "
                              "reproduces diffusers' pipeline (DDIM inversion only): use --setting paper")
-        if self.pair_shifts not in ("random", "all"):
-            raise ValueError(f"pair_shifts must be 'random' or 'all', not {self.pair_shifts!r}")
+        if self.pair_shifts not in PAIR_SHIFTS:
+            raise ValueError(f"pair_shifts must be one of {PAIR_SHIFTS}, not {self.pair_shifts!r}")
         if self.setting == "diffusers" and self.pair_shifts != "random":
             raise ValueError("pair_shifts 'all' applies to the paper setting; the diffusers setting draws random "
                              "shifts as diffusers' pipeline does")

@@ -214,6 +214,8 @@ def regularize_eps(eps: torch.Tensor, generator: torch.Generator, lambda_ac: flo
     """
     # NOTE(official): the authors' (and diffusers') steps are fixed and can overshoot; ours equal theirs
     # wherever theirs lower the loss.
+    if pair_shifts not in ("random", "all"):
+        raise ValueError(f"pair_shifts must be 'random' or 'all', not {pair_shifts!r}")
     with torch.inference_mode(False), torch.enable_grad():
         eps = eps.clone()  # a normal tensor even when the caller's is an inference tensor
         for _ in range(num_reg_steps):

@@ -321,3 +321,5 @@ def test_all_shifts_option_takes_one_step_on_the_expected_loss_and_draws_nothing
     by_hand = descend(kl_loss, descend(lambda e: pair_loss_expected(e), eps, 20.0), 20.0)
     torch.testing.assert_close(out, by_hand, rtol=0, atol=0)
     assert pair_loss_expected(out) < 0.9 * pair_loss_expected(eps) and pair_loss_exact(out) < pair_loss_exact(eps)
+    with pytest.raises(ValueError, match="pair_shifts"):  # a misspelling is not silently the random procedure
+        regularize_eps(eps, gen(8), pair_shifts="All")
