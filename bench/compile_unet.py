@@ -1,6 +1,6 @@
 """torch.compile of our UNet against eager, call by call, on full-size random SD 1.5 weights.
 
-python bench/compile_unet.py [--sizes 256 [512]] [--modes blocks resnets resnets-nograd] [--reps 5]
+python bench/compile_unet.py [--sizes 256 [512]] [--modes blocks resnets resnets-nograd unet] [--reps 5]
 
 Each mode runs in a fresh process (compiled code and inductor settings must not leak between modes). In it, on
 the same weights and inputs, eager and compiled calls alternate (torch.compiler.set_stance("force_eager")
@@ -13,10 +13,12 @@ inductor writes C++ kernels and builds them) and the largest difference from eag
   resnets         each ResnetBlock2D compiled with static shapes and inductor's freezing (weights folded in as
                   constants, conv weights prepacked for oneDNN once instead of at every call)
   resnets-nograd  the same, but a UNet call with gradients enabled (the guided forward) runs eager
+  unet            the whole forward compiled, static shapes, the timestep handed to it as a tensor
 
-Compiling the whole UNet (`torch.compile(unet)`) is not a mode: both loops pass the timestep as a Python int,
-and dynamo specializes on it, so every denoising step compiles the model again (tiny model, CPU: 87 s for the
-first call, 48-54 s for each new t). The blocks below the timestep embedding see only tensors.
+`torch.compile(unet)` as such would compile the model again at every denoising step: both loops pass the
+timestep as a Python int and dynamo specializes on its value (tiny model, CPU: 87 s for the first call, 48-54 s
+for each new t). The `unet` mode wraps the call so that t arrives as a tensor; the other modes compile blocks
+below the timestep embedding, which see only tensors.
 """
 import argparse
 import json
@@ -33,7 +35,7 @@ ROOT, BENCH = Path(__file__).resolve().parents[1], Path(__file__).resolve().pare
 CHILD = (f"import sys, json; sys.path[:0] = [{str(ROOT)!r}, {str(BENCH)!r}]; import compile_unet; "
          "print(json.dumps(compile_unet.measure(sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), "
          "int(sys.argv[4]))))")
-MODES = ("blocks", "resnets", "resnets-nograd")
+MODES = ("blocks", "resnets", "resnets-nograd", "unet")
 
 
 def compile_unet(unet: torch.nn.Module, mode: str) -> None:
@@ -42,6 +44,10 @@ def compile_unet(unet: torch.nn.Module, mode: str) -> None:
     assert mode in MODES, mode
     # every block of the UNet and every latent shape is its own static graph: allow that many
     torch._dynamo.config.recompile_limit = 256
+    if mode == "unet":
+        body = torch.compile(unet.forward, dynamic=False)
+        unet.forward = lambda x, t, context: body(x, torch.as_tensor(t, device=x.device), context)
+        return
     if mode == "blocks":
         parts = [*unet.down_blocks, unet.mid_block, *unet.up_blocks]
     else:
@@ -99,7 +105,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--dir", type=Path, default=Path("/tmp/p2p0_bench"), help="checkpoints and JSON")
     p.add_argument("--sizes", type=int, nargs="+", default=[256], help="image sides; latents are side / 8")
-    p.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
+    p.add_argument("--modes", nargs="+", choices=MODES, default=["blocks", "resnets", "resnets-nograd"])
     p.add_argument("--reps", type=int, default=5)
     a = p.parse_args()
     a.dir.mkdir(parents=True, exist_ok=True)

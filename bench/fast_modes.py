@@ -20,7 +20,8 @@ def run(single: Path, setting: str, dtype: torch.dtype, compile_unet: bool, size
     from pix2pix_zero import load_sd
     sd = load_sd(single, dtype=dtype)
     if compile_unet:
-        sd.unet.compile()
+        from compile_unet import compile_unet as compile_parts
+        compile_parts(sd.unet, "resnets-nograd")
     edit_ours(sd, setting, size, steps, "cpu")  # warm-up (and compilation)
     t_invert, t_edit, x_inv, x_edit, loss = edit_ours(sd, setting, size, steps, "cpu")
     return {"time": t_invert + t_edit, "x_inv": x_inv.float(), "x_edit": x_edit.float(), "loss": loss}

@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 from common import full_size_checkpoints, run_child
+from compile_unet import MODES
 
 ROOT, BENCH = Path(__file__).resolve().parents[1], Path(__file__).resolve().parent
 # the child imports this checkout's pix2pix_zero, whatever is installed
@@ -110,7 +111,8 @@ def measure(a) -> dict:
 
 def report(r: dict, a) -> None:
     peaks = r["peaks"]
-    print(f"\nSD 1.5 shapes, random weights, {a.device}, ours at {a.dtype}{' compiled' if a.compile else ''}, "
+    compiled = f" compiled ({a.compile})" if a.compile else ""
+    print(f"\nSD 1.5 shapes, random weights, {a.device}, ours at {a.dtype}{compiled}, "
           f"diffusers at fp32; matmul peak fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} GFLOP/s")
     if "parts" in r:
         print(f"\nparts, median of {a.repeats} fresh processes each     {'diffusers s':>11s} {'ours s':>8s} "
@@ -130,7 +132,8 @@ def report(r: dict, a) -> None:
                 name = sides(a)[side]
                 total, ref_total = m["invert"] + m["edit"], ref["invert"] + ref["edit"]
                 print(f"  {name:26s} {m['invert']:9.1f} {m['edit']:8.1f} {total:8.1f} {total / ref_total:10.2f} "
-                      f"{m['peak'] / GiB:9.2f} {m['working'] / GiB:9.2f} {m['working'] / ref['working']:10.2f}")
+                      f"{m['peak'] / GiB:9.2f} {m['working'] / GiB:9.2f} {m['working'] / ref['working']:10.2f}"
+                      + (f"   (first run, compiling: {m['first_run']:.1f} s)" if "first_run" in m else ""))
             if f"parity {size}" in r:
                 p = r[f"parity {size}"]
                 ok = max(p.values()) <= PARITY_TOLERANCE
@@ -172,7 +175,8 @@ def main() -> None:
     p.add_argument("--edit-repeats", type=int, default=1, help="paired runs of the whole edit (median)")
     p.add_argument("--only", nargs="+", choices=["parts", "edit", "flops"], default=["parts", "edit", "flops"])
     p.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32", help="our UNet and text encoder's")
-    p.add_argument("--compile", action="store_true", help="torch.compile our UNet")
+    p.add_argument("--compile", nargs="?", const="resnets-nograd", choices=MODES, help="torch.compile parts of our "
+                   "UNet (bench/compile_unet.py; default mode resnets-nograd); the whole edit runs once untimed first")
     p.add_argument("--unbatched", action="store_true", help="also time our step-by-step editing loops (editing.edit, "
                    "diffusers_compat.edit) beside lockstep.edit, in the same alternation: the batching's gain")
     p.add_argument("--sides", nargs="+", choices=list(SIDES), default=list(SIDES), help="whose whole edit to time "
