@@ -87,6 +87,19 @@ def diffusers_configs(ucfg: UNetConfig, vcfg: VAEConfig, text_cfg,
     return {"unet": unet, "vae": vae, "scheduler": scheduler, "text_encoder": text}
 
 
+def single_file_state_dict(ucfg: UNetConfig, vcfg: VAEConfig, w_unet: dict[str, torch.Tensor],
+                           w_vae: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Our UNet and VAE state dicts under the original single-file names (model.diffusion_model.input_blocks...,
+    first_stage_model.encoder.down...), the VAE's attention weights as the 1x1 convolutions stored there."""
+    ut = convert.unet_table(len(ucfg.block_out_channels), ucfg.layers_per_block, list(ucfg.attention_levels))
+    vt = convert.vae_table(len(vcfg.block_out_channels), vcfg.layers_per_block)
+    sd = {"model.diffusion_model." + convert.rename(k, ut, to_ours=False): v for k, v in w_unet.items()}
+    for k, v in w_vae.items():
+        k = convert.rename(k, vt, to_ours=False)
+        sd["first_stage_model." + k] = v[:, :, None, None] if ".attn_1." in k and v.ndim == 2 else v
+    return sd
+
+
 def make_checkpoint(out: str | os.PathLike, layout: str = "single", full_size: bool = False, seed: int = 0,
                     dtype: torch.dtype = torch.float32, legacy_vae: bool = False, family: str = "sd1",
                     prediction_type: str | None = None) -> Path:
@@ -106,13 +119,7 @@ def make_checkpoint(out: str | os.PathLike, layout: str = "single", full_size: b
     w_text = {k if k.startswith("text_model.") else "text_model." + k: v
               for k, v in random_weights(text, g, dtype).items()}
     if layout == "single":
-        levels, layers = len(ucfg.block_out_channels), ucfg.layers_per_block
-        ut = convert.unet_table(levels, layers, list(ucfg.attention_levels))
-        vt = convert.vae_table(len(vcfg.block_out_channels), vcfg.layers_per_block)
-        sd = {"model.diffusion_model." + convert.rename(k, ut, to_ours=False): v for k, v in w_unet.items()}
-        for k, v in w_vae.items():
-            k = convert.rename(k, vt, to_ours=False)
-            sd["first_stage_model." + k] = v[:, :, None, None] if ".attn_1." in k and v.ndim == 2 else v
+        sd = single_file_state_dict(ucfg, vcfg, w_unet, w_vae)
         if family == "sd2":  # the whole OpenCLIP tower, with its contrastive head, as SD 2.x files store it
             sd |= {openclip.PREFIX + k: v for k, v in openclip.to_openclip(w_text).items()}
             D = text_cfg.hidden_size

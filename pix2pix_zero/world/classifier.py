@@ -1,0 +1,109 @@
+"""The judge of an edit: a small CNN that names the shape in a world image (circle, square, triangle, star).
+
+Trained on the world's training scenes (seeds below scenes.HELD_OUT) with blur, noise and brightness
+augmentation, so a decoded, slightly soft edit is judged as a crisp render would be; its accuracy is measured on
+held-out scenes. Stored as safetensors with its class names in the metadata.
+"""
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from ..tools.files import atomic_path
+from . import scenes
+
+FILE = "shape-classifier.safetensors"
+
+
+class ShapeClassifier(nn.Module):
+    """(B, 3, H, W) in [-1, 1] -> logits (B, len(SHAPES)); any H, W (global average pooling)."""
+
+    def __init__(self, width: int = 32, classes: int = len(scenes.SHAPES)):
+        super().__init__()
+        chans = [3, width, 2 * width, 4 * width, 4 * width]
+        self.features = nn.Sequential(*[layer for i in range(4) for layer in (
+            nn.Conv2d(chans[i], chans[i + 1], 3, stride=2, padding=1), nn.GroupNorm(8, chans[i + 1]), nn.SiLU(),
+            nn.Conv2d(chans[i + 1], chans[i + 1], 3, padding=1), nn.SiLU())])
+        self.head = nn.Linear(chans[-1], classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x).mean(dim=(2, 3)))
+
+
+def augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """Blur (down- and up-sampling by a random factor), brightness and Gaussian noise, per batch."""
+    B, _, H, W = x.shape
+    factor = float(torch.empty(1).uniform_(1.0, 3.0, generator=g))
+    if factor > 1.2:
+        small = F.interpolate(x, scale_factor=1 / factor, mode="bilinear", antialias=True, align_corners=False)
+        x = F.interpolate(small, size=(H, W), mode="bilinear", align_corners=False)
+    x = x * (1 + 0.1 * torch.randn(B, 1, 1, 1, generator=g)) + 0.1 * torch.randn(B, 1, 1, 1, generator=g)
+    return x + 0.05 * torch.rand(1, generator=g) * torch.randn(x.shape, generator=g)
+
+
+def rendered(seeds, size: int = scenes.SIZE) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images (B, 3, size, size) in [-1, 1] and shape labels (B,) of the scenes with these seeds."""
+    chosen = [scenes.sample_scene(int(s)) for s in seeds]
+    images = np.stack([scenes.render(scene, size)[0] for scene in chosen])
+    labels = torch.tensor([scenes.SHAPES.index(scene.shape) for scene in chosen])
+    return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1, labels
+
+
+def train(steps: int, seed: int, device, batch: int = 64,
+          pool: int = 8000) -> tuple[ShapeClassifier, list[float], float]:
+    """Train on `pool` training scenes (rendered once), return the model, its losses and its accuracy on 1000
+    held-out scenes."""
+    torch.manual_seed(seed)
+    model = ShapeClassifier().to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
+    g = torch.Generator().manual_seed(seed)
+    images, labels = rendered(range(pool))
+    losses = []
+    start = time.perf_counter()
+    for step in range(steps):
+        index = torch.randint(pool, (batch,), generator=g)
+        x = augment(images[index], g).to(device)
+        for group in optimizer.param_groups:
+            group["lr"] = 2e-3 * 0.5 * (1 + np.cos(np.pi * step / steps))
+        loss = F.cross_entropy(model(x), labels[index].to(device))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+        if step % 100 == 0:
+            print(f"classifier step {step}/{steps}: loss {np.mean(losses[-100:]):.4f} "
+                  f"({time.perf_counter() - start:.0f} s)", flush=True)
+    model.eval()
+    test_images, test_labels = rendered(range(scenes.HELD_OUT, scenes.HELD_OUT + 1000))
+    accuracy = (classify(model, test_images) == test_labels).float().mean().item()
+    return model, losses, accuracy
+
+
+@torch.no_grad()
+def classify(model: ShapeClassifier, images: torch.Tensor, batch: int = 100) -> torch.Tensor:
+    """Shape indices into scenes.SHAPES, (B,), for images (B, 3, H, W) in [-1, 1]."""
+    device = next(model.parameters()).device
+    return torch.cat([model(images[i:i + batch].to(device).float()).argmax(-1).cpu()
+                      for i in range(0, len(images), batch)])
+
+
+def save(model: ShapeClassifier, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, tmp,
+                  metadata={"classes": json.dumps(list(scenes.SHAPES))})
+
+
+def load(path: str | Path, device="cpu") -> ShapeClassifier:
+    """The shipped classifier; a missing file names the command that trains it."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no shape classifier here; train one with "
+                                f"`python -m pix2pix_zero.world.train --set stages=classifier`")
+    model = ShapeClassifier()
+    model.load_state_dict(load_file(path), strict=True)
+    return model.to(device).eval()

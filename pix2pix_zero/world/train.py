@@ -1,0 +1,322 @@
+"""Train the world's baby Stable Diffusion from scratch: the VAE, then the UNet, then the shape classifier.
+
+  python -m pix2pix_zero.world.train [--out weights/world] [--work runs/world] [--device cpu]
+
+The config below is the whole recipe. The models are this project's own classes (models/unet.py, models/vae.py,
+transformers' CLIPTextModel) at small widths; the result is an ordinary single-file SD 1.x checkpoint that
+`load_sd` and `--weights` read like any other. The text encoder is a frozen, seeded random one: SD trains its
+UNet against a frozen text encoder too (pretrained CLIP, which we cannot train here), and a frozen encoder fixes
+the geometry of the embeddings that edit directions are built from before the UNet learns to read them.
+Every stage saves its state to --work and resumes from it; the loss curves go to OUT/loss.png.
+Objectives: VAE, L1 reconstruction + a small KL (Rombach et al., arXiv:2112.10752, sec. 3; no perceptual or GAN
+term); UNet, the eps-prediction loss of DDPM (Ho et al., arXiv:2006.11239, eq. 14) on SD's noise schedule, with
+10% empty captions so classifier-free guidance works (Ho & Salimans, arXiv:2207.12598).
+"""
+import argparse
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
+
+from ..loading.clip_text import load_tokenizer, new_text_encoder
+from ..loading.random_checkpoint import random_weights, single_file_state_dict
+from ..models.ddim import alphas_cumprod
+from ..models.text import clip_text_config, encode_text
+from ..models.unet import UNet, UNetConfig
+from ..models.vae import LATENT_SCALE, AutoencoderKL, VAEConfig
+from ..tools.files import atomic_path
+from . import classifier, scenes
+from .plot import plot_losses
+
+CHECKPOINT = "baby-sd.safetensors"
+
+
+@dataclass
+class TrainConfig:
+    seed: int = 0
+    n_train: int = 20_000  # scenes with seeds 0 .. n_train - 1 (scenes.HELD_OUT and up are never used)
+    size: int = scenes.SIZE
+    # VAE: SD's topology (4 levels, 8x downsampling, 4 latent channels) at small widths, on 64 px crops
+    vae_channels: tuple[int, ...] = (32, 32, 64, 64)
+    vae_layers: int = 1
+    vae_steps: int = 1300
+    vae_batch: int = 32
+    vae_crop: int = 64
+    vae_lr: float = 5e-4
+    vae_kl: float = 1e-4  # weight of the KL term, per latent element, against the L1 per pixel
+    # UNet: SD 1.x's topology (cross-attention at three levels and the middle: 16 maps per step), small widths
+    unet_channels: tuple[int, ...] = (32, 64, 128, 128)
+    unet_layers: int = 2
+    unet_steps: int = 3000
+    unet_batch: int = 32
+    unet_lr: float = 6e-4
+    uncond_prob: float = 0.1  # captions replaced by "" (classifier-free guidance)
+    ema: float = 0.999
+    # text: CLIP's tokenizer and vocabulary, a 2-layer width-64 transformer, frozen random weights
+    text_width: int = 64
+    text_layers: int = 2
+    classifier_steps: int = 600
+    save_every: int = 250
+    warmup: int = 100
+    stages: tuple[str, ...] = ("vae", "unet", "classifier")
+
+    def unet_config(self) -> UNetConfig:
+        return UNetConfig(block_out_channels=self.unet_channels, layers_per_block=self.unet_layers,
+                          context_dim=self.text_width)
+
+    def vae_config(self) -> VAEConfig:
+        return VAEConfig(block_out_channels=self.vae_channels, layers_per_block=self.vae_layers)
+
+    def text_config(self):
+        return clip_text_config(self.text_width, self.text_layers, 4 * self.text_width, 49408, 77, "quick_gelu")
+
+
+def learning_rate(step: int, steps: int, peak: float, warmup: int) -> float:
+    """Linear warm-up, then cosine decay to a tenth of the peak."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(1, steps - warmup)
+    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def render_dataset(config: TrainConfig, work: Path) -> np.ndarray:
+    """The training images, (n_train, size, size, 3) uint8, rendered once and kept in work/images.npy."""
+    path = work / f"images-{config.n_train}-{config.size}.npy"
+    if path.is_file():
+        return np.load(path)
+    images = np.empty((config.n_train, config.size, config.size, 3), dtype=np.uint8)
+    for i in tqdm(range(config.n_train), desc="render scenes", mininterval=5):
+        images[i] = scenes.render(scenes.sample_scene(i), config.size)[0]
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.save(f, images)
+    return images
+
+
+def to_tensor(images: np.ndarray, device) -> torch.Tensor:
+    """uint8 (B, H, W, 3) -> float (B, 3, H, W) in [-1, 1]."""
+    return torch.from_numpy(images).to(device).permute(0, 3, 1, 2).float() / 127.5 - 1
+
+
+class Stage:
+    """One model's training state, saved to and resumed from `work/NAME-state.pt` (tensors only)."""
+
+    def __init__(self, name: str, work: Path, model: torch.nn.Module, lr: float, seed: int):
+        self.name, self.path, self.model = name, work / f"{name}-state.pt", model
+        self.optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+        self.generator = torch.Generator().manual_seed(seed)
+        self.ema = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        self.step, self.losses, self.seconds = 0, [], 0.0
+        if self.path.is_file():
+            state = torch.load(self.path, weights_only=True, map_location="cpu")
+            model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.generator.set_state(state["generator"])
+            self.ema = {k: v.to(next(model.parameters()).device) for k, v in state["ema"].items()}
+            self.step, self.losses, self.seconds = int(state["step"]), state["losses"].tolist(), float(state["seconds"])
+            print(f"{self.name}: resumed at step {self.step} from {self.path}")
+
+    def update(self, loss: torch.Tensor, lr: float, ema: float, started: float) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+        self.optimizer.step()
+        decay = min(ema, (1 + self.step) / (10 + self.step))
+        with torch.no_grad():
+            for k, v in self.model.state_dict().items():
+                self.ema[k].lerp_(v, 1 - decay) if v.is_floating_point() else self.ema[k].copy_(v)
+        self.step += 1
+        self.losses.append(loss.item())
+        self.seconds += time.perf_counter() - started
+
+    def save(self) -> None:
+        state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                 "generator": self.generator.get_state(), "ema": self.ema, "step": self.step,
+                 "losses": torch.tensor(self.losses), "seconds": self.seconds}
+        with atomic_path(self.path) as tmp:
+            torch.save(state, tmp)
+
+
+def train_vae(config: TrainConfig, images: np.ndarray, work: Path, device) -> tuple[AutoencoderKL, Stage]:
+    """L1 + kl * KL(q(z|x) || N(0, I)) on random crops; returns the EMA weights' VAE."""
+    torch.manual_seed(config.seed)  # NOTE: module init only; every data draw below uses the stage's generator
+    vae = AutoencoderKL(config.vae_config()).to(device)
+    stage = Stage("vae", work, vae, config.vae_lr, config.seed + 1)
+    g, crop = stage.generator, config.vae_crop
+    bar = tqdm(total=config.vae_steps, initial=stage.step, desc="VAE", mininterval=5)
+    while stage.step < config.vae_steps:
+        start = time.perf_counter()
+        index = torch.randint(len(images), (config.vae_batch,), generator=g).numpy()
+        top, left = torch.randint(config.size - crop + 1, (2,), generator=g).tolist()
+        x = to_tensor(images[index, top:top + crop, left:left + crop], device)  # (B, 3, crop, crop)
+        mean, logvar = vae.encode(x)
+        z = mean + torch.exp(0.5 * logvar) * torch.randn(mean.shape, generator=g).to(device)
+        reconstruction = vae.decode(z)
+        kl = 0.5 * (mean ** 2 + logvar.exp() - 1 - logvar).mean()
+        loss = (reconstruction - x).abs().mean() + config.vae_kl * kl
+        stage.update(loss, learning_rate(stage.step, config.vae_steps, config.vae_lr, config.warmup), config.ema, start)
+        bar.update(1)
+        bar.set_postfix(loss=f"{np.mean(stage.losses[-50:]):.4f}")
+        if stage.step % config.save_every == 0 or stage.step == config.vae_steps:
+            stage.save()
+    bar.close()
+    vae.load_state_dict(stage.ema)
+    return vae.eval(), stage
+
+
+@torch.no_grad()
+def scale_latents(vae: AutoencoderKL, images: np.ndarray, device, n: int = 512) -> float:
+    """Rescale the VAE exactly so LATENT_SCALE * mean latent has unit standard deviation, as SD's latents
+    roughly do: the checkpoint then needs no scale factor of its own. mean' = k mean, logvar' = logvar + 2 log k
+    (quant_conv), and post_quant_conv undoes k. Returns k."""
+    mean, _ = vae.encode(to_tensor(images[:n], device))
+    k = 1.0 / (LATENT_SCALE * mean.std().item())
+    C = vae.config.latent_channels
+    vae.quant_conv.weight[:C] *= k
+    vae.quant_conv.bias[:C] *= k
+    vae.quant_conv.bias[C:] += 2 * math.log(k)
+    vae.post_quant_conv.weight /= k
+    return k
+
+
+@torch.no_grad()
+def encode_dataset(vae: AutoencoderKL, images: np.ndarray, work: Path, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Posterior (mean, logvar) of every training image, (n, 4, h, w) each, cached in work/latents.safetensors."""
+    path = work / "latents.safetensors"
+    if path.is_file():
+        t = load_file(path)
+        return t["mean"], t["logvar"]
+    means, logvars = [], []
+    for i in tqdm(range(0, len(images), 64), desc="encode", mininterval=5):
+        mean, logvar = vae.encode(to_tensor(images[i:i + 64], device))
+        means.append(mean.cpu())
+        logvars.append(logvar.cpu())
+    mean, logvar = torch.cat(means), torch.cat(logvars)
+    with atomic_path(path) as tmp:
+        save_file({"mean": mean.contiguous(), "logvar": logvar.contiguous()}, tmp)
+    return mean, logvar
+
+
+def train_unet(config: TrainConfig, latents: tuple[torch.Tensor, torch.Tensor], text_encoder, tokenizer,
+               work: Path, device) -> tuple[UNet, Stage]:
+    """min E ||eps - eps_theta(sqrt(a_t) z + sqrt(1 - a_t) eps, t, c)||^2, z = LATENT_SCALE * (posterior sample)."""
+    torch.manual_seed(config.seed + 2)
+    unet = UNet(config.unet_config()).to(device)
+    stage = Stage("unet", work, unet, config.unet_lr, config.seed + 3)
+    g = stage.generator
+    alpha_bar = alphas_cumprod().to(device)
+    mean, logvar = latents
+    bar = tqdm(total=config.unet_steps, initial=stage.step, desc="UNet", mininterval=5)
+    while stage.step < config.unet_steps:
+        start = time.perf_counter()
+        index = torch.randint(len(mean), (config.unet_batch,), generator=g)
+        phrasing = torch.randint(len(scenes.PHRASINGS), (config.unet_batch,), generator=g)
+        drop = torch.rand(config.unet_batch, generator=g) < config.uncond_prob
+        prompts = ["" if d else scenes.caption(scenes.sample_scene(int(i)), phrasing=int(p))
+                   for i, p, d in zip(index, phrasing, drop)]
+        with torch.no_grad():
+            c = encode_text(tokenizer, text_encoder, prompts)  # (B, L, D)
+        noise = torch.randn(mean[index].shape, generator=g)
+        z = LATENT_SCALE * (mean[index] + torch.exp(0.5 * logvar[index]) * noise).to(device)
+        t = torch.randint(len(alpha_bar), (config.unet_batch,), generator=g).to(device)
+        eps = torch.randn(z.shape, generator=g).to(device)
+        a = alpha_bar[t][:, None, None, None]
+        loss = F.mse_loss(unet(a.sqrt() * z + (1 - a).sqrt() * eps, t, c), eps)
+        stage.update(loss, learning_rate(stage.step, config.unet_steps, config.unet_lr, config.warmup), config.ema, start)
+        bar.update(1)
+        bar.set_postfix(loss=f"{np.mean(stage.losses[-50:]):.4f}")
+        if stage.step % config.save_every == 0 or stage.step == config.unet_steps:
+            stage.save()
+    bar.close()
+    unet.load_state_dict(stage.ema)
+    return unet.eval(), stage
+
+
+def frozen_text_encoder(config: TrainConfig, device):
+    """The seeded random CLIP text transformer (variance-preserving draws, as the random test checkpoints)."""
+    text_encoder = new_text_encoder(config.text_config(), "cpu")
+    weights = random_weights(text_encoder, torch.Generator().manual_seed(config.seed + 4), torch.float32)
+    text_encoder.load_state_dict(weights, strict=True, assign=True)
+    return text_encoder.to(device).eval().requires_grad_(False)
+
+
+def write_checkpoint(path: Path, config: TrainConfig, unet: UNet, vae: AutoencoderKL, text_encoder,
+                     metadata: dict) -> Path:
+    """The single-file SD layout, stored in fp16 (the loader casts to the dtype asked for)."""
+    half = lambda module: {k: v.detach().cpu().half().contiguous() for k, v in module.state_dict().items()}
+    text = {k if k.startswith("text_model.") else "text_model." + k: v for k, v in half(text_encoder).items()}
+    sd = single_file_state_dict(config.unet_config(), config.vae_config(), half(unet), half(vae))
+    sd |= {"cond_stage_model.transformer." + k: v for k, v in text.items()}
+    with atomic_path(path) as tmp:
+        save_file(sd, tmp, metadata={k: json.dumps(v) for k, v in metadata.items()})
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m pix2pix_zero.world.train", description=__doc__.split("\n")[0])
+    p.add_argument("--out", default="weights/world", help="where the checkpoint, classifier and loss curve go")
+    p.add_argument("--work", default="runs/world", help="training states (resume from here) and cached data")
+    p.add_argument("--device", default=None, help="default: cuda if available, else cpu")
+    p.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE", help="change a TrainConfig field")
+    a = p.parse_args(argv)
+    config = TrainConfig()
+    for item in a.set:
+        name, _, value = item.partition("=")
+        if name not in TrainConfig.__dataclass_fields__:
+            p.error(f"--set {item}: TrainConfig has no field {name!r}")
+        default = getattr(config, name)
+        parsed = tuple(type(default[0])(v) for v in value.split(",")) if isinstance(default, tuple) else \
+            type(default)(value)
+        setattr(config, name, parsed)
+    device = torch.device(a.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    out, work = Path(a.out), Path(a.work)
+    out.mkdir(parents=True, exist_ok=True)
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "config.json").write_text(json.dumps(asdict(config), indent=2))
+    started = time.time()
+    images = render_dataset(config, work)
+    report = {"config": asdict(config), "device": str(device), "torch": torch.__version__,
+              "threads": torch.get_num_threads()}
+    curves = {}
+    if "vae" in config.stages or "unet" in config.stages:
+        vae, vae_stage = train_vae(config, images, work, device)
+        report["latent_rescale"] = scale_latents(vae, images, device)
+        curves["VAE (L1 + KL)"] = vae_stage.losses
+        report["vae"] = {"steps": vae_stage.step, "seconds": round(vae_stage.seconds),
+                         "final_loss": float(np.mean(vae_stage.losses[-100:]))}
+        text_encoder, tokenizer = frozen_text_encoder(config, device), load_tokenizer()
+        if "unet" in config.stages:
+            latents = encode_dataset(vae, images, work, device)
+            unet, unet_stage = train_unet(config, latents, text_encoder, tokenizer, work, device)
+            curves["UNet (eps MSE)"] = unet_stage.losses
+            report["unet"] = {"steps": unet_stage.step, "seconds": round(unet_stage.seconds),
+                              "final_loss": float(np.mean(unet_stage.losses[-100:]))}
+            write_checkpoint(out / CHECKPOINT, config, unet, vae, text_encoder,
+                             {"world": {"config": asdict(config), "trained_with": "python -m pix2pix_zero.world.train"}})
+            print(f"wrote {out / CHECKPOINT}")
+    if "classifier" in config.stages:
+        model, losses, accuracy = classifier.train(config.classifier_steps, config.seed + 5, device)
+        classifier.save(model, out / classifier.FILE)
+        curves["shape classifier (cross-entropy)"] = losses
+        report["classifier"] = {"steps": len(losses), "held_out_accuracy": accuracy,
+                                "final_loss": float(np.mean(losses[-50:]))}
+    report["wall_seconds"] = round(time.time() - started)
+    plot_losses(curves, out / "loss.png")
+    with atomic_path(out / "training.json") as tmp:
+        tmp.write_text(json.dumps(report, indent=2))
+    print(json.dumps({k: v for k, v in report.items() if k != "config"}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
