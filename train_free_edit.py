@@ -10,9 +10,12 @@
   python train_free_edit.py directions --list
   python train_free_edit.py evaluate --input photos/ --edits outputs/ --source cat --target dog [--masks masks/]
   python train_free_edit.py pie-bench --data PIE-Bench_v1 --out pie-out [--categories 0-9] [--limit N]
+  python train_free_edit.py world --task circle2square   (the baby SD of the generated-scenes world, offline)
+  python train_free_edit.py world-bench --tasks circle2square square2circle --n 200 [--ablation]
 
-The first word picks the command (`edit`, the default, `directions`, `evaluate` or `pie-bench`). Every method
-flag maps onto one field of pix2pix_zero.config.EditConfig; the README explains each and the two --setting choices.
+The first word picks the command (`edit`, the default, `directions`, `evaluate`, `pie-bench`, `world` or
+`world-bench`). Every method flag maps onto one field of pix2pix_zero.config.EditConfig; the README explains each
+and the two --setting choices.
 """
 import argparse
 import dataclasses
@@ -23,8 +26,9 @@ from pix2pix_zero.loading.checkpoint import CheckpointError
 from pix2pix_zero.tools.arguments import (DTYPES, check_model_args, config_args, load_model, model_args,
                                           sentence_args, sentence_options)
 from pix2pix_zero.tools.evaluation.commands import main_evaluate, main_pie_bench
+from pix2pix_zero.world.commands import main_world, main_world_bench
 
-COMMANDS = ("edit", "directions", "evaluate", "pie-bench")
+COMMANDS = ("edit", "directions", "evaluate", "pie-bench", "world", "world-bench")
 # Errors that end a run with exit status 2 and one line naming the problem (no traceback): bad arguments or
 # files, a model that cannot load, an output folder that cannot be written.
 ERRORS = (CheckpointError, ValueError, OSError, ConnectionError)
@@ -220,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     rest = argv[1:] if argv and argv[0] in COMMANDS else argv
     try:
         return {"edit": main_edit, "directions": main_directions, "evaluate": main_evaluate,
-                "pie-bench": main_pie_bench}[command](rest)
+                "pie-bench": main_pie_bench, "world": main_world, "world-bench": main_world_bench}[command](rest)
     except ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -16,7 +16,10 @@ TEXT_COLUMNS = ("edits", "stem", "input", "edit", "mask", "category", "key", "st
 # Whether a larger value is better, by metric (the contact sheet's best and worst; the tables' arrows).
 HIGHER_IS_BETTER = {"clip_acc": True, "clip_score": True, "clip_score_edited": True, "structure_distance": False,
                     "psnr_bg": True, "mse_bg": False, "ssim_bg": True, "lpips_bg": False,
-                    "recon_psnr": True, "recon_ssim": True, "recon_lpips": False}
+                    "recon_psnr": True, "recon_ssim": True, "recon_lpips": False,
+                    # the generated-scenes world (world/measure.py)
+                    "success": True, "centroid_error": False, "size_error": False, "colour_error": False,
+                    "psnr_ideal": True, "psnr_recon": True}
 
 
 def metric_columns(rows: list[dict]) -> list[str]:

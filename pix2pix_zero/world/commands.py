@@ -1,0 +1,200 @@
+"""The world's commands of train_free_edit.py: `world` edits one held-out scene with the baby SD and measures it;
+`world-bench` edits many, prints a table with bootstrap intervals, writes a CSV and a contact sheet, and with
+--ablation pairs each of the paper's choices against the defaults on the same scenes."""
+import argparse
+import csv
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+from ..tools.arguments import DTYPES, config_args
+
+FAST_TABLE = ("success", "centroid_error", "size_error", "colour_error", "psnr_bg", "ssim_bg", "psnr_recon",
+              "seconds")
+
+
+def world_args(p: argparse.ArgumentParser) -> None:
+    from .bench import CHECKPOINT, SENTENCE_SOURCES, WORLD_DIR
+    g = p.add_argument_group("world")
+    g.add_argument("--weights", default=str(CHECKPOINT), help="the baby SD checkpoint")
+    g.add_argument("--classifier", default=str(WORLD_DIR / "shape-classifier.safetensors"),
+                   help="the shape classifier that judges edits")
+    g.add_argument("--sentences", choices=SENTENCE_SOURCES, default="world",
+                   help="edit direction from the world's own sentences, the template bank, or one sentence")
+    g.add_argument("--device", default="cpu", help="cpu or cuda")
+    g.add_argument("--dtype", choices=list(DTYPES), default="fp32", help="UNet and text encoder")
+    config_args(p)
+
+
+def load_world(a: argparse.Namespace):
+    """(sd, classifier), with one-line errors naming a missing file and how to get it."""
+    from ..loading.load import load_sd
+    from . import classifier
+    if not Path(a.weights).exists():
+        raise FileNotFoundError(f"{a.weights}: no baby SD checkpoint here; it ships in weights/world/ of the "
+                                "repository, or train one with `python -m pix2pix_zero.world.train`")
+    return load_sd(a.weights, a.device, DTYPES[a.dtype]), classifier.load(a.classifier, a.device)
+
+
+def config_from(a: argparse.Namespace):
+    from ..config import EditConfig
+    return EditConfig(**{f.name: getattr(a, f.name) for f in dataclasses.fields(EditConfig)})
+
+
+def main_world(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="train_free_edit.py world", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                                description="Edit one held-out scene of the generated-scenes world with the baby SD "
+                                            "and measure it against the truth.")
+    p.add_argument("--task", default="circle2square", help="SOURCE2TARGET over circle, square, triangle, star")
+    p.add_argument("--scene", type=int, default=0, help="which held-out scene of the source shape (0, 1, ...)")
+    p.add_argument("--out", default="outputs/world", help="output folder")
+    world_args(p)
+    a = p.parse_args(argv)
+    start = time.perf_counter()
+    from ..tools.image import save_png, side_by_side, tensor_to_pil
+    from ..tools.files import atomic_path
+    from . import bench, scenes
+    source, target = bench.parse_task(a.task)
+    if a.scene < 0:
+        p.error(f"--scene must be >= 0, not {a.scene}")
+    config = config_from(a)
+    sd, clf = load_world(a)
+    scene = bench.held_out_scene(source, a.scene)
+    direction = bench.world_direction(sd, source, target, a.sentences)
+    edit_start = time.perf_counter()
+    result = bench.edit_scene(sd, scene, target, config, direction)
+    edit_seconds = time.perf_counter() - edit_start
+    from .measure import measure_edit
+    row = measure_edit(scene, target, result.edits[0], result.reconstruction, clf)
+    out, stem = Path(a.out), f"scene{a.scene}-{a.task}"
+    ideal = bench.to_model(scenes.render(scenes.with_shape(scene, target))[0])
+    save_png(tensor_to_pil(result.edits[0]), out / f"{stem}.png")
+    save_png(side_by_side([tensor_to_pil(x) for x in (result.image, result.reconstruction, result.edits[0], ideal)]),
+             out / f"{stem}-side_by_side.png")
+    record = {"task": a.task, "scene": scene.to_dict(), "caption": scenes.caption(scene), "measured": row,
+              "edit_seconds": edit_seconds, "total_seconds": time.perf_counter() - start,
+              "weights": a.weights, "settings": result.settings}
+    with atomic_path(out / f"{stem}.json") as tmp:
+        tmp.write_text(json.dumps(record, indent=2))
+    verdict = "edited" if row["success"] else "NOT edited"
+    print(f"{scenes.caption(scene)}: {source} -> {target} {verdict} (classified {row['predicted']}); background "
+          f"PSNR {row['psnr_bg']:.1f} dB, colour error {row['colour_error']:.0f}/255, centroid moved "
+          f"{row['centroid_error']:.1f} px; edit {edit_seconds:.1f} s, total {record['total_seconds']:.1f} s")
+    print(f"wrote {out / stem}.png, {stem}-side_by_side.png (input | reconstruction | edit | ideal), {stem}.json")
+    return 0
+
+
+def format_table(rows: list[dict], metrics, group: str = "task") -> str:
+    """Mean [95% bootstrap interval] of each metric, per group and over all rows."""
+    from ..tools.evaluation.stats import summarize
+    groups = {}
+    for row in rows:
+        groups.setdefault(row[group], []).append(row)
+    groups["all"] = rows
+    header = f"{group:<28}{'n':>5}" + "".join(f"{m:>26}" for m in metrics)
+    lines = [header]
+    for name, members in groups.items():
+        cells = []
+        for m in metrics:
+            s = summarize([r[m] for r in members], draws=2000)
+            scale = 100 if m == "success" else 1
+            cells.append(f"{scale * s.mean:.3g} [{scale * s.low:.3g}, {scale * s.high:.3g}]".rjust(26))
+        lines.append(f"{name:<28}{len(members):>5}" + "".join(cells))
+    return "\n".join(lines)
+
+
+def write_csv(rows: list[dict], path: Path) -> None:
+    from ..tools.files import atomic_path
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, columns)
+            writer.writeheader()
+            writer.writerows(rows)
+
+
+def main_world_bench(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="train_free_edit.py world-bench",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                                description="Edit held-out world scenes and measure them against the truth: a table "
+                                            "with 95%% bootstrap intervals, a CSV and a contact sheet.")
+    p.add_argument("--tasks", nargs="+", default=["circle2square", "square2circle", "triangle2star", "star2triangle"],
+                   help="SOURCE2TARGET tasks over circle, square, triangle, star")
+    p.add_argument("--n", type=int, default=200, help="held-out scenes per task")
+    p.add_argument("--out", default="outputs/world-bench", help="output folder")
+    p.add_argument("--ablation", action="store_true", help="also run every variant of bench.VARIANTS on the same "
+                                                            "scenes, paired against the defaults")
+    p.add_argument("--variants", nargs="*", help="with --ablation: only these variant names")
+    world_args(p)
+    a = p.parse_args(argv)
+    from . import bench
+    from ..tools.evaluation.sheet import contact_sheet
+    from ..tools.evaluation.stats import paired_difference
+    from ..tools.image import save_png, tensor_to_pil
+    for task in a.tasks:
+        bench.parse_task(task)
+    if a.n < 1:
+        p.error(f"--n must be at least 1, not {a.n}")
+    variants = [bench.Variant("defaults", sentences=a.sentences)]
+    if a.ablation:
+        known = {v.name: v for v in bench.VARIANTS}
+        unknown = [v for v in a.variants or [] if v not in known]
+        if unknown:
+            p.error(f"unknown variants {unknown}; known: {list(known)}")
+        variants = [known[v] for v in a.variants] if a.variants else bench.VARIANTS
+        if variants[0].name != "defaults":
+            variants = [known["defaults"], *variants]
+    base = config_from(a)
+    sd, clf = load_world(a)
+    out = Path(a.out)
+    all_rows = {}
+    for variant in variants:
+        config = bench.variant_config(base, variant)
+        folder = out / variant.name.split(" (")[0].replace(" ", "_")
+
+        def save(row, result):
+            stem = f"{row['task']}-{row['seed']}"
+            row["stem"], row["input"], row["edit"] = stem, str(folder / f"{stem}-input.png"), str(folder / f"{stem}.png")
+            save_png(tensor_to_pil(result.image), row["input"])
+            save_png(tensor_to_pil(result.edits[0]), row["edit"])
+
+        start = time.perf_counter()
+        rows = bench.run_bench(sd, clf, a.tasks, a.n, config, variant.sentences, on_edit=save)
+        for row in rows:
+            row["variant"] = variant.name
+        all_rows[variant.name] = rows
+        print(f"\n{variant.name}: {len(rows)} edits in {time.perf_counter() - start:.0f} s "
+              f"(config {json.dumps(variant.changes)}, sentences {variant.sentences})")
+        print(format_table(rows, FAST_TABLE))
+        write_csv(rows, folder / "edits.csv")
+        sheet = contact_sheet([{k: r[k] for k in ("stem", "input", "edit", "psnr_bg", "colour_error",
+                                                   "centroid_error", "psnr_ideal")} for r in rows],
+                              folder / "contact-sheet.png")
+        print(f"wrote {folder / 'edits.csv'}, {sheet}")
+    if len(variants) > 1:
+        lines = [f"{'variant':<28}" + "".join(f"{m:>34}" for m in bench.ABLATION_METRICS)]
+        reference = all_rows["defaults"]
+        for name, rows in all_rows.items():
+            cells = []
+            for m in bench.ABLATION_METRICS:
+                mean = sum(r[m] for r in rows) / len(rows)
+                scale = 100 if m == "success" else 1
+                if name == "defaults":
+                    cells.append(f"{scale * mean:.3g}".rjust(34))
+                    continue
+                d = paired_difference([r[m] for r in reference], [r[m] for r in rows], draws=2000)
+                cells.append(f"{scale * mean:.3g} ({scale * d.mean:+.3g} [{scale * d.low:+.3g}, "
+                             f"{scale * d.high:+.3g}])".rjust(34))
+            lines.append(f"{name:<28}" + "".join(cells))
+        table = "\n".join(lines)
+        print("\nAblation: mean (paired difference from the defaults [95% bootstrap interval])\n" + table)
+        (out / "ablation.txt").write_text(table + "\n")
+    write_csv([r for rows in all_rows.values() for r in rows], out / "all-edits.csv")
+    print(f"wrote {out / 'all-edits.csv'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main_world_bench(sys.argv[1:]))

@@ -1,0 +1,78 @@
+"""An edit measured against the world's ground truth.
+
+The renderer knows the background without the object, so the edited object is found exactly where the edit
+differs from that background (not by a segmentation model): its centroid, size and colour are compared with the
+source object's and with the ideal edit (the same scene rendered with the target shape); the background is
+compared with the input outside both objects; the shape is named by the shipped classifier.
+Images are uint8 (H, W, 3) as the renderer makes them, or float (3, H, W) in [-1, 1] as the models do.
+"""
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..tools.evaluation.metrics import psnr, ssim
+from . import scenes
+from .classifier import classify
+
+OBJECT_THRESHOLD = 0.2  # RGB distance in [0, 1] units from the true background above which a pixel is "object"
+MARGIN = 2  # pixels added around both objects before the background is compared (anti-aliased, decoded edges)
+
+
+def unit(image) -> torch.Tensor:
+    """uint8 (H, W, 3) or float (1|-, 3, H, W) in [-1, 1] -> float64 (3, H, W) in [0, 1]."""
+    if isinstance(image, np.ndarray):
+        return torch.from_numpy(image).permute(2, 0, 1).double() / 255
+    image = image.detach().cpu().double()
+    return ((image[0] if image.ndim == 4 else image).clamp(-1, 1) + 1) / 2
+
+
+def dilate(mask: torch.Tensor, pixels: int) -> torch.Tensor:
+    return F.max_pool2d(mask[None, None].float(), 2 * pixels + 1, stride=1, padding=pixels)[0, 0] > 0
+
+
+def object_mask(image: torch.Tensor, background: torch.Tensor) -> torch.Tensor:
+    """(H, W) bool: pixels of `image` (3, H, W) farther than OBJECT_THRESHOLD from the true background."""
+    return (image - background).norm(dim=0) > OBJECT_THRESHOLD
+
+
+def centroid(mask: torch.Tensor) -> tuple[float, float]:
+    """(x, y) mean pixel position of a mask, NaN if empty."""
+    ys, xs = torch.nonzero(mask, as_tuple=True)
+    return (xs.double().mean().item(), ys.double().mean().item()) if len(xs) else (math.nan, math.nan)
+
+
+def measure_edit(scene: scenes.Scene, target: str, edit: torch.Tensor, reconstruction: torch.Tensor | None,
+                 classifier) -> dict[str, float]:
+    """The world's numbers for one edit of `scene` towards the shape `target`.
+
+    success: the classifier names `target`. centroid_error: distance in pixels between the edited object's
+    centroid and the source object's. size_error: |sqrt(area edit / area ideal) - 1|, the ideal edit having the
+    same circumradius. colour_error: RGB distance (0..255) of the edited object's mean colour from the source
+    colour. psnr_bg, ssim_bg: the edit against the input outside both objects (MARGIN px around them).
+    psnr_ideal: the whole edit against the ideal edit. psnr_recon: the reconstruction against the input.
+    """
+    size = edit.shape[-1]
+    image, source_mask, background = scenes.render(scene, size)
+    ideal, ideal_mask, _ = scenes.render(scenes.with_shape(scene, target), size)
+    source_mask = torch.from_numpy(source_mask)
+    x, bg, e = unit(image), unit(background), unit(edit)
+    edited = object_mask(e, bg)
+    keep_out = dilate(source_mask | edited, MARGIN)
+    (cx, cy), (sx, sy) = centroid(edited), centroid(source_mask)
+    inner = edited & ~dilate(~edited, 1)  # the object without its soft rim
+    colour = e[:, inner].mean(dim=1) if inner.any() else torch.full((3,), math.nan, dtype=torch.float64)
+    true_colour = torch.tensor(scenes.COLOURS[scene.colour], dtype=torch.float64) / 255
+    predicted = scenes.SHAPES[int(classify(classifier, (e[None] * 2 - 1).float())[0])]
+    row = {
+        "success": float(predicted == target), "predicted": predicted,
+        "centroid_error": math.hypot(cx - sx, cy - sy),
+        "size_error": abs(math.sqrt(edited.sum().item() / max(1, int(ideal_mask.sum()))) - 1),
+        "colour_error": 255 * (colour - true_colour).norm().item(),
+        "psnr_bg": psnr(x, e, keep_out, mode="exact"), "ssim_bg": ssim(x, e, keep_out, mode="exact"),
+        "psnr_ideal": psnr(unit(ideal), e),
+    }
+    if reconstruction is not None:
+        row["psnr_recon"] = psnr(x, unit(reconstruction))
+    return row

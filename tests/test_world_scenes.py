@@ -1,0 +1,86 @@
+"""Tests for pix2pix_zero.world.scenes: the generator's masks match its pixels and its geometry, scenes are
+seeded, the held-out seeds are disjoint from training, captions name what the image shows."""
+import math
+
+import numpy as np
+import pytest
+
+from pix2pix_zero.world import scenes
+
+
+def analytic_area(scene: scenes.Scene) -> float:
+    """The object's area in fractions of the frame: pi r^2 for the circle, the shoelace formula for polygons."""
+    vertices = scenes.polygon(scene)
+    if vertices is None:
+        return math.pi * scene.radius ** 2
+    x, y = vertices[:, 0], vertices[:, 1]
+    return 0.5 * abs(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1)))
+
+
+@pytest.mark.parametrize("seed", range(scenes.HELD_OUT, scenes.HELD_OUT + 12))
+def test_mask_matches_pixels(seed):
+    """Inside the mask the pixel is at least half object colour, outside at most half: each pixel is nearer
+    the object's colour than the background's exactly where the mask says."""
+    scene = scenes.sample_scene(seed)
+    image, mask, background = scenes.render(scene)
+    obj = np.array(scenes.COLOURS[scene.colour], dtype=np.float64)
+    to_obj = np.linalg.norm(image - obj, axis=-1)
+    to_bg = np.linalg.norm(image.astype(np.float64) - background, axis=-1)
+    differs = np.linalg.norm(obj - background, axis=-1) > 30  # where the two colours can be told apart
+    assert (to_obj[mask & differs] <= to_bg[mask & differs] + 2).all()
+    assert (to_obj[~mask & differs] >= to_bg[~mask & differs] - 2).all()
+    assert mask.any() and not mask.all()
+
+
+@pytest.mark.parametrize("shape", scenes.SHAPES)
+def test_mask_area_and_centroid_match_the_geometry(shape):
+    """The rasterised mask has the analytic area (pi r^2, shoelace) and its centroid is the shape's centre
+    (every shape is symmetric about its centre, the star and triangle by rotation)."""
+    scene = scenes.sample_scene(scenes.HELD_OUT + 3, shape=shape)
+    size = 256
+    _, mask, _ = scenes.render(scene, size)
+    assert mask.sum() / size ** 2 == pytest.approx(analytic_area(scene), rel=0.02)
+    ys, xs = np.nonzero(mask)
+    assert (xs.mean() + 0.5) / size == pytest.approx(scene.cx, abs=1.0 / size)
+    assert (ys.mean() + 0.5) / size == pytest.approx(scene.cy, abs=1.0 / size)
+
+
+def test_scenes_are_seeded_and_varied():
+    assert scenes.sample_scene(7) == scenes.sample_scene(7)
+    drawn = [scenes.sample_scene(s) for s in range(400)]
+    assert {d.shape for d in drawn} == set(scenes.SHAPES)
+    assert {d.colour for d in drawn} == set(scenes.COLOURS)
+    assert {d.background for d in drawn} == set(scenes.BACKGROUNDS)
+    assert len(scenes.COLOURS) >= 6 and len(scenes.BACKGROUNDS) >= 4 and len(scenes.SHAPES) >= 4
+    image, _, _ = scenes.render(drawn[0])
+    assert image.shape == (scenes.SIZE, scenes.SIZE, 3) and scenes.SIZE // 8 >= 16
+
+
+def test_with_shape_changes_only_the_shape():
+    scene = scenes.sample_scene(scenes.HELD_OUT, shape="circle")
+    square = scenes.with_shape(scene, "square")
+    assert square.shape == "square" and scene.shape == "circle"
+    assert {k: v for k, v in square.to_dict().items() if k != "shape"} == \
+        {k: v for k, v in scene.to_dict().items() if k != "shape"}
+    _, _, bg_a = scenes.render(scene)
+    _, _, bg_b = scenes.render(square)
+    assert (bg_a == bg_b).all()
+    with pytest.raises(ValueError, match="no shape 'hexagon'"):
+        scenes.with_shape(scene, "hexagon")
+
+
+def test_captions_name_shape_colour_and_background():
+    for seed in range(scenes.HELD_OUT, scenes.HELD_OUT + 30):
+        scene = scenes.sample_scene(seed)
+        full = scenes.caption(scene)
+        assert scene.shape in full and scene.colour in full and scene.bg_colours[0] in full
+        for p in range(len(scenes.PHRASINGS)):
+            text = scenes.caption(scene, phrasing=p)
+            assert scene.shape in text and scene.colour in text
+    assert len({scenes.caption(scenes.sample_scene(0), seed=s) for s in range(40)}) > 5
+
+
+def test_shape_sentences_differ_only_in_the_shape():
+    circles, squares = scenes.shape_sentences("circle"), scenes.shape_sentences("square")
+    assert len(circles) == len(squares) >= 50
+    assert [s.replace("circle", "square") for s in circles] == squares

@@ -1,0 +1,100 @@
+"""Tests for pix2pix_zero.world.train: a few steps lower each loss, a resumed stage continues exactly, the latent
+rescaling is exact and unit-variance, and the written checkpoint is an ordinary SD file that load_sd reads."""
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from pix2pix_zero.loading.clip_text import load_tokenizer
+from pix2pix_zero.loading.load import load_sd
+from pix2pix_zero.models.vae import LATENT_SCALE
+from pix2pix_zero.world import scenes, train
+
+SMALL = dict(n_train=64, vae_channels=(32, 32, 32, 32), vae_crop=32, vae_batch=8, unet_channels=(32, 32, 32, 32),
+             unet_layers=1, unet_batch=8, warmup=2, save_every=1000, vae_lr=2e-3, unet_lr=2e-3)
+
+
+@pytest.fixture(scope="module")
+def images():
+    return np.stack([scenes.render(scenes.sample_scene(i), 64)[0] for i in range(64)])
+
+
+def config(**changes):
+    return dataclasses.replace(train.TrainConfig(**SMALL, size=64), **changes)
+
+
+def vae_loss(vae, x) -> float:
+    with torch.no_grad():
+        return (vae.decode(vae.encode(x)[0]) - x).abs().mean().item()
+
+
+def test_vae_steps_lower_the_loss(images, tmp_path, one_thread):
+    """The reconstruction error of fixed held-out scenes falls over 20 steps (the EMA weights, as shipped)."""
+    x = train.to_tensor(np.stack([scenes.render(scenes.sample_scene(scenes.HELD_OUT + i), 64)[0] for i in range(8)]),
+                        "cpu")
+    untrained, _ = train.train_vae(config(vae_steps=0, ema=0.0), images, tmp_path / "a", "cpu")
+    trained, stage = train.train_vae(config(vae_steps=20, ema=0.0), images, tmp_path / "b", "cpu")
+    assert vae_loss(trained, x) < 0.9 * vae_loss(untrained, x)
+
+
+def test_unet_steps_lower_the_loss(images, tmp_path, one_thread):
+    cfg = config(vae_steps=1, unet_steps=30)
+    vae, _ = train.train_vae(cfg, images, tmp_path, "cpu")
+    latents = train.encode_dataset(vae, images, tmp_path, "cpu")
+    text = train.frozen_text_encoder(cfg, "cpu")
+    _, stage = train.train_unet(cfg, latents, text, load_tokenizer(), tmp_path, "cpu")
+    assert np.mean(stage.losses[-8:]) < 0.9 * np.mean(stage.losses[:8])
+
+
+def test_resumed_stage_continues_exactly(images, tmp_path, one_thread):
+    """4 steps at once, or 2 steps, a saved state, a fresh process's worth of objects, 2 more: the same losses
+    and weights (the data generator's state is part of the saved state)."""
+    _, straight = train.train_vae(config(vae_steps=4), images, tmp_path / "a", "cpu")
+    (tmp_path / "b").mkdir()
+    train.train_vae(config(vae_steps=2, save_every=2), images, tmp_path / "b", "cpu")
+    vae, resumed = train.train_vae(config(vae_steps=4), images, tmp_path / "b", "cpu")
+    assert resumed.losses == pytest.approx(straight.losses, rel=1e-6)
+    for k, v in straight.ema.items():
+        assert torch.allclose(v, resumed.ema[k], atol=1e-6), k
+
+
+def test_latent_rescale_is_exact_and_unit_variance(images, tmp_path, one_thread):
+    vae, _ = train.train_vae(config(vae_steps=3), images, tmp_path, "cpu")
+    x = train.to_tensor(images[:16], "cpu")
+    with torch.no_grad():
+        mean, logvar = vae.encode(x)
+        before = vae.decode(mean)
+        k = train.scale_latents(vae, images, "cpu", n=64)
+        mean2, logvar2 = vae.encode(x)
+        after = vae.decode(mean2)
+    assert torch.allclose(mean2, k * mean, rtol=1e-4, atol=1e-5)
+    assert torch.allclose(logvar2, (logvar + 2 * np.log(k)).clamp(-30, 20), atol=1e-4)
+    assert torch.allclose(after, before, atol=1e-4)
+    with torch.no_grad():
+        all_mean, _ = vae.encode(train.to_tensor(images, "cpu"))
+    assert (LATENT_SCALE * all_mean).std().item() == pytest.approx(1.0, rel=1e-3)
+
+
+def test_checkpoint_is_an_ordinary_sd_file(images, tmp_path, one_thread):
+    cfg = config(vae_steps=1)
+    vae, _ = train.train_vae(cfg, images, tmp_path, "cpu")
+    unet = train.UNet(cfg.unet_config()).eval()
+    text = train.frozen_text_encoder(cfg, "cpu")
+    path = train.write_checkpoint(tmp_path / "baby.safetensors", cfg, unet, vae, text, {"world": {"steps": 1}})
+    sd = load_sd(path)
+    assert sd.family == "sd1" and sd.prediction_type == "epsilon"
+    assert sd.unet.config == cfg.unet_config() and sd.vae.config == cfg.vae_config()
+    x_t, c = torch.randn(1, 4, 16, 16), text(torch.zeros(1, 77, dtype=torch.long)).last_hidden_state
+    with torch.no_grad():
+        ours, stored = unet(x_t, 500, c), sd.unet(x_t, 500, sd.text_encoder(torch.zeros(1, 77, dtype=torch.long))
+                                                  .last_hidden_state)
+    assert torch.allclose(ours, stored, atol=2e-2)  # fp16 storage
+    assert (ours - stored).abs().max() > 0  # it was stored as fp16, not kept in memory
+
+
+def test_learning_rate_warms_up_and_decays():
+    assert train.learning_rate(0, 100, 1.0, 10) == pytest.approx(0.1)
+    assert train.learning_rate(9, 100, 1.0, 10) == pytest.approx(1.0)
+    assert train.learning_rate(100, 100, 1.0, 10) == pytest.approx(0.1)
+    assert train.learning_rate(55, 100, 1.0, 10) == pytest.approx(0.55)
