@@ -197,3 +197,35 @@ def shape_sentences(shape: str) -> list[str]:
             scene = sample_scene(HELD_OUT - 1 - 10 * k - p, shape)  # a fixed draw of sizes and backgrounds
             sentences.append(caption(replace(scene, colour=colour), phrasing=p))
     return sentences
+
+
+def main(argv: list[str] | None = None) -> int:
+    """python -m pix2pix_zero.world.scenes OUT.png [--seed S] [--shape circle]: a scene as a PNG, with its
+    truth (factors, caption) in OUT.json and its mask in OUT-mask.png."""
+    import argparse
+    import json
+    from pathlib import Path
+
+    from PIL import Image
+
+    from ..tools.files import atomic_path
+    p = argparse.ArgumentParser(prog="python -m pix2pix_zero.world.scenes", description=main.__doc__.split("\n")[0])
+    p.add_argument("out", help="a .png path")
+    p.add_argument("--seed", type=int, default=HELD_OUT, help=f"held-out scenes start at {HELD_OUT}")
+    p.add_argument("--shape", choices=SHAPES, help="force the shape (the other factors come from the seed)")
+    p.add_argument("--size", type=int, default=SIZE)
+    a = p.parse_args(argv)
+    scene = sample_scene(a.seed, a.shape)
+    image, mask, _ = render(scene, a.size)
+    out = Path(a.out)
+    for array, path in ((image, out), (mask.astype(np.uint8) * 255, out.with_name(out.stem + "-mask.png"))):
+        with atomic_path(path) as tmp:
+            Image.fromarray(array).save(tmp, format="PNG")
+    with atomic_path(out.with_suffix(".json")) as tmp:
+        tmp.write_text(json.dumps({"scene": scene.to_dict(), "caption": caption(scene)}, indent=2) + "\n")
+    print(f"{out}: {caption(scene)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

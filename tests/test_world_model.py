@@ -1,0 +1,94 @@
+"""Tests of the shipped world: the baby SD loads through load_sd and its UNet matches diffusers' on it, the shape
+classifier names held-out renders, the measures score the ideal edit as ideal, the method edits circles into
+squares with the defaults (the end-to-end check that fails if the method stops editing), and the world's
+commands refuse bad input in one line."""
+import numpy as np
+import pytest
+import torch
+from diffusers import UNet2DConditionModel
+from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint
+from safetensors.torch import load_file
+
+from pix2pix_zero.config import EditConfig
+from pix2pix_zero.loading.load import load_sd
+from pix2pix_zero.loading.random_checkpoint import diffusers_configs
+from pix2pix_zero.world import bench, classifier, scenes
+from pix2pix_zero.world.measure import measure_edit
+from pix2pix_zero.world.bench import to_model
+
+CLASSIFIER = bench.WORLD_DIR / classifier.FILE
+
+
+@pytest.fixture(scope="module")
+def baby():
+    return load_sd(bench.CHECKPOINT)
+
+
+@pytest.fixture(scope="module")
+def judge():
+    return classifier.load(CLASSIFIER)
+
+
+def test_shipped_checkpoint_is_small_and_loads(baby):
+    assert bench.CHECKPOINT.stat().st_size <= 40 * 2 ** 20
+    assert baby.family == "sd1" and baby.prediction_type == "epsilon"
+    assert baby.unet.config.context_dim == baby.text_encoder.config.hidden_size
+
+
+def test_baby_unet_matches_diffusers(baby):
+    """diffusers converts the original-layout file with its own code; both UNets in fp32 on the fp16 weights."""
+    config = diffusers_configs(baby.unet.config, baby.vae.config, baby.text_encoder.config)["unet"]
+    reference = UNet2DConditionModel.from_config(config).eval()
+    reference.load_state_dict(convert_ldm_unet_checkpoint({k: v.float() for k, v in load_file(bench.CHECKPOINT)
+                                                           .items()}, config), strict=True)
+    g = torch.Generator().manual_seed(0)
+    x_t, c = torch.randn(2, 4, 16, 16, generator=g), baby.encode_text(["a red circle", ""])
+    for t in (1, 500, 999):
+        with torch.no_grad():
+            ours, theirs = baby.unet(x_t, t, c), reference(x_t, t, encoder_hidden_states=c).sample
+        assert (ours - theirs).abs().max() <= 1e-4
+
+
+def test_classifier_names_held_out_renders(judge):
+    images, labels = classifier.rendered(range(scenes.HELD_OUT + 5000, scenes.HELD_OUT + 5200))
+    assert (classifier.classify(judge, images) == labels).float().mean() >= 0.97
+
+
+def test_measures_score_the_ideal_edit_as_ideal(judge):
+    """The ideal edit (the scene rendered with the target shape) succeeds, keeps the centroid to a pixel, has
+    the source colour, and an untouched background; the unedited input fails."""
+    scene = bench.held_out_scene("circle", 3)
+    ideal = to_model(scenes.render(scenes.with_shape(scene, "square"))[0])
+    row = measure_edit(scene, "square", ideal, to_model(scenes.render(scene)[0]), judge)
+    assert row["success"] == 1 and row["predicted"] == "square"
+    assert row["centroid_error"] < 1.0 and row["size_error"] < 0.05 and row["colour_error"] < 3
+    assert row["psnr_bg"] > 45 and row["ssim_bg"] > 0.99 and row["psnr_recon"] > 45
+    unedited = measure_edit(scene, "square", to_model(scenes.render(scene)[0]), None, judge)
+    assert unedited["success"] == 0 and unedited["predicted"] == "circle"
+    assert unedited["size_error"] > 0.05  # a circle of radius r is smaller than the square of circumradius r
+
+
+def test_method_edits_circles_into_squares(baby, judge):
+    """10 held-out scenes, circle -> square, default EditConfig: at least 8 classified square; the colour
+    kept (median error < 40 of 255) and the object in place (median centroid shift < 6 px of 128)."""
+    chosen = [bench.held_out_scene("circle", k) for k in range(10)]
+    direction = bench.world_direction(baby, "circle", "square")
+    rows = [measure_edit(s, "square", e.edit, e.reconstruction, judge)
+            for s, e in zip(chosen, bench.edit_batch(baby, chosen, "square", EditConfig(), direction))]
+    assert sum(r["success"] for r in rows) >= 8, [r["predicted"] for r in rows]
+    assert np.median([r["colour_error"] for r in rows]) < 40
+    assert np.median([r["centroid_error"] for r in rows]) < 6
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["world", "--task", "circle2hexagon"], "the world has no shape 'hexagon'; its shapes are circle, square"),
+    (["world", "--task", "circlesquare"], "must look like SOURCE2TARGET"),
+    (["world-bench", "--tasks", "circle2square", "dog2cat"], "the world has no shape 'dog'"),
+    (["world", "--weights", "missing/baby.safetensors"], "missing/baby.safetensors: no baby SD checkpoint here"),
+    (["world", "--classifier", "missing/judge.safetensors"], "missing/judge.safetensors: no shape classifier here"),
+])
+def test_world_commands_refuse_bad_input_in_one_line(command, argv, message, tmp_path):
+    code, out, err = command([*argv, "--out", tmp_path / "out"])
+    assert code == 2 and message in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
