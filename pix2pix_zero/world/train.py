@@ -273,6 +273,43 @@ def write_checkpoint(path: Path, config: TrainConfig, unet: UNet, vae: Autoencod
     return path
 
 
+def write_card(report: dict, out: Path) -> Path:
+    """weights/world/README.md from the training report: data, models, steps, time, final losses, command."""
+    c = report["config"]
+    lines = [
+        "# The world's baby Stable Diffusion", "",
+        "Trained from scratch on this project's CPU by `python -m pix2pix_zero.world.train` (seeded: the same "
+        "command remakes it; stages resume from `--work`). Made by this project, MIT-licensed like it.", "",
+        "| | |", "|---|---|",
+        f"| data | {c['n_train']} scenes, seeds 0..{c['n_train'] - 1} (`world/scenes.py`), {c['size']} px; held-out "
+        f"seeds from {scenes.HELD_OUT} are never used |",
+        f"| VAE | SD's KL autoencoder, widths {c['vae_channels']}, {c['vae_layers']} resnet per level, 8x down, 4 "
+        f"latent channels; {c['vae_steps']} steps, batch {c['vae_batch']}, {c['vae_crop']} px crops, AdamW "
+        f"{c['vae_lr']}, L1 + {c['vae_kl']} KL; rescaled by {report.get('latent_rescale', float('nan')):.4g} so "
+        "0.18215 z has unit std |",
+        f"| UNet | SD 1.x topology, widths {c['unet_channels']}, {c['unet_layers']} layers per block, 8 heads, "
+        f"context {c['text_width']}; {c['unet_steps']} steps, batch {c['unet_batch']}, AdamW {c['unet_lr']}, "
+        f"eps MSE on SD's schedule, {c['uncond_prob']:.0%} empty captions, EMA {c['ema']} |",
+        f"| text encoder | CLIP's tokenizer and vocabulary, {c['text_layers']} layers of width {c['text_width']}, "
+        "frozen seeded random weights (SD trains against a frozen text encoder too) |",
+        f"| storage | `{CHECKPOINT}`: the original single-file SD 1.x layout, fp16 |"]
+    for stage in ("vae", "unet", "classifier"):
+        if stage in report:
+            r = report[stage]
+            extra = f", held-out accuracy {r['held_out_accuracy']:.1%}" if "held_out_accuracy" in r else ""
+            seconds = f", {r['seconds'] / 60:.1f} min of steps" if "seconds" in r else ""
+            lines.append(f"| {stage} result | {r['steps']} steps{seconds}, final loss {r['final_loss']:.4g}"
+                         f" (mean of the last 100){extra} |")
+    lines += [f"| wall clock | {report['wall_seconds'] / 60:.1f} min on {report['device']} ({report['threads']} "
+              f"threads), torch {report['torch']} |", "",
+              "Loss curves: `loss.png`. Everything measured: `training.json`. The shape classifier "
+              f"(`{classifier.FILE}`) judges edits in `world-bench`.", ""]
+    path = out / "README.md"
+    with atomic_path(path) as tmp:
+        tmp.write_text("\n".join(lines))
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m pix2pix_zero.world.train", description=__doc__.split("\n")[0])
     p.add_argument("--out", default="weights/world", help="where the checkpoint, classifier and loss curve go")
@@ -323,6 +360,7 @@ def main(argv: list[str] | None = None) -> int:
                                 "final_loss": float(np.mean(losses[-50:]))}
     report["wall_seconds"] = round(time.time() - started)
     plot_losses(curves, out / "loss.png")
+    write_card(report, out)
     with atomic_path(out / "training.json") as tmp:
         tmp.write_text(json.dumps(report, indent=2))
     print(json.dumps({k: v for k, v in report.items() if k != "config"}, indent=2))
