@@ -92,3 +92,22 @@ def test_world_commands_refuse_bad_input_in_one_line(command, argv, message, tmp
     assert code == 2 and message in err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_docs_figures_are_remade_and_match_the_page(baby, tmp_path):
+    """The pictures of docs/world.md come from world/figures.py on the shipped model: remade here, with the
+    regularizer's numbers of the committed figures.json (so the page cannot drift from the code)."""
+    import json
+
+    from pix2pix_zero.world import figures
+    committed = json.loads((bench.WORLD_DIR.parents[1] / "docs" / "world" / "figures.json").read_text())
+    scene = scenes.Scene(**{k: tuple(v) if isinstance(v, list) else v for k, v in committed["scene"].items()})
+    record = figures.make_figures(baby, scene, committed["target"], EditConfig(**committed["config"]), tmp_path)
+    for name in record["files"]:
+        assert (tmp_path / name).stat().st_size > 1000
+    for side in ("before", "after"):
+        for loss in ("L_pair", "L_KL"):
+            assert record["regularizer"][side][loss] == pytest.approx(committed["regularizer"][side][loss], rel=1e-3)
+    after, before = record["regularizer"]["after"], record["regularizer"]["before"]
+    assert after["L_pair"] + after["L_KL"] < before["L_pair"] + before["L_KL"]  # the regularizer lowers its loss

@@ -86,23 +86,33 @@ def main_world(argv: list[str]) -> int:
     return 0
 
 
-def format_table(rows: list[dict], metrics, group: str = "task") -> str:
-    """Mean [95% bootstrap interval] of each metric, per group and over all rows."""
+def table_cells(rows: list[dict], metrics, group: str = "task") -> list[list[str]]:
+    """[group, n, "mean [95% bootstrap interval]" per metric] per group and over all rows; success in %."""
     from ..tools.evaluation.stats import summarize
     groups = {}
     for row in rows:
         groups.setdefault(row[group], []).append(row)
     groups["all"] = rows
-    header = f"{group:<28}{'n':>5}" + "".join(f"{m:>26}" for m in metrics)
-    lines = [header]
+    table = [[group, "n", *metrics]]
     for name, members in groups.items():
-        cells = []
+        cells = [name, str(len(members))]
         for m in metrics:
             s = summarize([r[m] for r in members], draws=2000)
             scale = 100 if m == "success" else 1
-            cells.append(f"{scale * s.mean:.3g} [{scale * s.low:.3g}, {scale * s.high:.3g}]".rjust(26))
-        lines.append(f"{name:<28}{len(members):>5}" + "".join(cells))
-    return "\n".join(lines)
+            cells.append(f"{scale * s.mean:.3g} [{scale * s.low:.3g}, {scale * s.high:.3g}]")
+        table.append(cells)
+    return table
+
+
+def as_text(table: list[list[str]]) -> str:
+    widths = [max(len(row[i]) for row in table) + 2 for i in range(len(table[0]))]
+    return "\n".join("".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+                     for row in table)
+
+
+def as_markdown(table: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(table[0]) + " |", "|" + "---|" * len(table[0])]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in table[1:]])
 
 
 def write_csv(rows: list[dict], path: Path) -> None:
@@ -134,7 +144,7 @@ def main_world_bench(argv: list[str]) -> int:
     a = p.parse_args(argv)
     from . import bench
     from ..tools.evaluation.sheet import contact_sheet
-    from ..tools.evaluation.stats import paired_difference
+    from ..tools.evaluation.stats import paired_difference, summarize
     from ..tools.image import save_png, tensor_to_pil
     for task in a.tasks:
         bench.parse_task(task)
@@ -152,7 +162,7 @@ def main_world_bench(argv: list[str]) -> int:
     base = config_from(a)
     sd, clf = load_world(a)
     out = Path(a.out)
-    all_rows = {}
+    all_rows, markdown = {}, []
     for variant in variants:
         config = bench.variant_config(base, variant)
         folder = out / variant.name.split(" (")[0].replace(" ", "_")
@@ -168,34 +178,39 @@ def main_world_bench(argv: list[str]) -> int:
         for row in rows:
             row["variant"] = variant.name
         all_rows[variant.name] = rows
-        print(f"\n{variant.name}: {len(rows)} edits in {time.perf_counter() - start:.0f} s "
+        seconds = time.perf_counter() - start
+        print(f"\n{variant.name}: {len(rows)} edits in {seconds:.0f} s "
               f"(config {json.dumps(variant.changes)}, sentences {variant.sentences})")
-        print(format_table(rows, FAST_TABLE))
+        table = table_cells(rows, FAST_TABLE)
+        print(as_text(table))
+        markdown.append(f"### {variant.name}\n\n{len(rows)} edits, {seconds:.0f} s\n\n{as_markdown(table)}\n")
         write_csv(rows, folder / "edits.csv")
         sheet = contact_sheet([{k: r[k] for k in ("stem", "input", "edit", "psnr_bg", "colour_error",
                                                    "centroid_error", "psnr_ideal")} for r in rows],
                               folder / "contact-sheet.png")
         print(f"wrote {folder / 'edits.csv'}, {sheet}")
     if len(variants) > 1:
-        lines = [f"{'variant':<28}" + "".join(f"{m:>34}" for m in bench.ABLATION_METRICS)]
+        table = [["variant", *bench.ABLATION_METRICS]]
         reference = all_rows["defaults"]
         for name, rows in all_rows.items():
-            cells = []
+            cells = [name]
             for m in bench.ABLATION_METRICS:
-                mean = sum(r[m] for r in rows) / len(rows)
                 scale = 100 if m == "success" else 1
+                mean = scale * summarize([r[m] for r in rows], draws=10).mean
                 if name == "defaults":
-                    cells.append(f"{scale * mean:.3g}".rjust(34))
+                    cells.append(f"{mean:.3g}")
                     continue
                 d = paired_difference([r[m] for r in reference], [r[m] for r in rows], draws=2000)
-                cells.append(f"{scale * mean:.3g} ({scale * d.mean:+.3g} [{scale * d.low:+.3g}, "
-                             f"{scale * d.high:+.3g}])".rjust(34))
-            lines.append(f"{name:<28}" + "".join(cells))
-        table = "\n".join(lines)
-        print("\nAblation: mean (paired difference from the defaults [95% bootstrap interval])\n" + table)
-        (out / "ablation.txt").write_text(table + "\n")
+                cells.append(f"{mean:.3g} ({scale * d.mean:+.3g} [{scale * d.low:+.3g}, {scale * d.high:+.3g}])")
+            table.append(cells)
+        print("\nAblation: mean (paired difference from the defaults [95% bootstrap interval])\n" + as_text(table))
+        markdown.insert(0, "### Ablation: mean (paired difference from the defaults [95% bootstrap interval])\n\n"
+                        f"{as_markdown(table)}\n")
+    from ..tools.files import atomic_path
+    with atomic_path(out / "summary.md") as tmp:
+        tmp.write_text(f"`train_free_edit.py world-bench {' '.join(argv)}`\n\n" + "\n".join(markdown))
     write_csv([r for rows in all_rows.values() for r in rows], out / "all-edits.csv")
-    print(f"wrote {out / 'all-edits.csv'}")
+    print(f"wrote {out / 'all-edits.csv'}, {out / 'summary.md'}")
     return 0
 
 
