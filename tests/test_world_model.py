@@ -111,3 +111,19 @@ def test_docs_figures_are_remade_and_match_the_page(baby, tmp_path):
             assert record["regularizer"][side][loss] == pytest.approx(committed["regularizer"][side][loss], rel=1e-3)
     after, before = record["regularizer"]["after"], record["regularizer"]["before"]
     assert after["L_pair"] + after["L_KL"] < before["L_pair"] + before["L_KL"]  # the regularizer lowers its loss
+
+
+@pytest.mark.slow
+def test_world_command_writes_the_edit_and_its_measures(command, tmp_path):
+    import json
+    code, out, err = command(["world", "--task", "square2circle", "--scene", "1", "--steps", "10", "--out", tmp_path])
+    assert code == 0, err
+    record = json.loads((tmp_path / "scene1-square2circle.json").read_text())
+    assert record["scene"]["seed"] == scenes.HELD_OUT + 1 and record["scene"]["shape"] == "square"
+    assert record["settings"]["config"]["num_steps"] == 10 and record["caption"] == scenes.caption(
+        bench.held_out_scene("square", 1))
+    assert set(record["measured"]) >= {"success", "centroid_error", "colour_error", "psnr_bg", "psnr_recon"}
+    from PIL import Image
+    assert Image.open(tmp_path / "scene1-square2circle.png").size == (128, 128)
+    assert Image.open(tmp_path / "scene1-square2circle-side_by_side.png").width >= 4 * 128
+    assert "square -> circle" in out
