@@ -1,8 +1,12 @@
-"""The judge of an edit: a small CNN that names the shape in a world image (circle, square, triangle, star).
+"""The judge of an edit: a small CNN that names the shape of an object mask (circle, square, triangle, star).
 
-Trained on the world's training scenes (seeds below scenes.HELD_OUT) with blur, noise and brightness
-augmentation, so a decoded, slightly soft edit is judged as a crisp render would be; its accuracy is measured on
-held-out scenes. Stored as safetensors with its class names in the metadata.
+It reads the object's silhouette, not the picture: in the world the background without the object is known,
+so measure.py finds the edited object exactly where the edit differs from it, and the classifier names that
+mask's shape. (A first version read the RGB image and reached 42% on held-out scenes after 600 steps: checks
+and stripes are full of corners and edges; the silhouette carries the shape alone.) Trained on the masks of
+the world's training scenes (seeds below scenes.HELD_OUT), with random erosion, dilation and speckle so a
+decoded, slightly ragged object is judged as a crisp one would be; its accuracy is measured on held-out
+scenes. Stored as safetensors with its class names in the metadata.
 """
 import json
 import time
@@ -21,11 +25,11 @@ FILE = "shape-classifier.safetensors"
 
 
 class ShapeClassifier(nn.Module):
-    """(B, 3, H, W) in [-1, 1] -> logits (B, len(SHAPES)); any H, W (global average pooling)."""
+    """Masks (B, 1, H, W) in {0, 1} -> logits (B, len(SHAPES)); any H, W (global average pooling)."""
 
-    def __init__(self, width: int = 32, classes: int = len(scenes.SHAPES)):
+    def __init__(self, width: int = 16, classes: int = len(scenes.SHAPES)):
         super().__init__()
-        chans = [3, width, 2 * width, 4 * width, 4 * width]
+        chans = [1, width, 2 * width, 4 * width, 4 * width]
         self.features = nn.Sequential(*[layer for i in range(4) for layer in (
             nn.Conv2d(chans[i], chans[i + 1], 3, stride=2, padding=1), nn.GroupNorm(8, chans[i + 1]), nn.SiLU(),
             nn.Conv2d(chans[i + 1], chans[i + 1], 3, padding=1), nn.SiLU())])
@@ -35,29 +39,29 @@ class ShapeClassifier(nn.Module):
         return self.head(self.features(x).mean(dim=(2, 3)))
 
 
-def augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    """Blur (down- and up-sampling by a random factor), brightness and Gaussian noise, per batch."""
-    B, _, H, W = x.shape
-    factor = float(torch.empty(1).uniform_(1.0, 3.0, generator=g))
-    if factor > 1.2:
-        small = F.interpolate(x, scale_factor=1 / factor, mode="bilinear", antialias=True, align_corners=False)
-        x = F.interpolate(small, size=(H, W), mode="bilinear", align_corners=False)
-    x = x * (1 + 0.1 * torch.randn(B, 1, 1, 1, generator=g)) + 0.1 * torch.randn(B, 1, 1, 1, generator=g)
-    return x + 0.05 * torch.rand(1, generator=g) * torch.randn(x.shape, generator=g)
+def augment(masks: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """Erode or dilate by 0-2 px (one draw per batch), then flip 0-2% of the pixels."""
+    r = int(torch.randint(-2, 3, (1,), generator=g))
+    if r > 0:
+        masks = F.max_pool2d(masks, 2 * r + 1, stride=1, padding=r)
+    elif r < 0:
+        masks = -F.max_pool2d(-masks, -2 * r + 1, stride=1, padding=-r)
+    flip = torch.rand(masks.shape, generator=g) < 0.02 * float(torch.rand(1, generator=g))
+    return torch.where(flip, 1 - masks, masks)
 
 
 def rendered(seeds, size: int = scenes.SIZE) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images (B, 3, size, size) in [-1, 1] and shape labels (B,) of the scenes with these seeds."""
+    """Masks (B, 1, size, size) in {0, 1} and shape labels (B,) of the scenes with these seeds."""
     chosen = [scenes.sample_scene(int(s)) for s in seeds]
-    images = np.stack([scenes.render(scene, size)[0] for scene in chosen])
+    masks = np.stack([scenes.coverage(scene, size) >= 0.5 for scene in chosen])
     labels = torch.tensor([scenes.SHAPES.index(scene.shape) for scene in chosen])
-    return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1, labels
+    return torch.from_numpy(masks)[:, None].float(), labels
 
 
 def train(steps: int, seed: int, device, batch: int = 64,
           pool: int = 8000) -> tuple[ShapeClassifier, list[float], float]:
-    """Train on `pool` training scenes (rendered once), return the model, its losses and its accuracy on 1000
-    held-out scenes."""
+    """Train on the masks of `pool` training scenes (rendered once); return the model, its losses and its
+    accuracy on 1000 held-out scenes."""
     torch.manual_seed(seed)
     model = ShapeClassifier().to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
@@ -85,11 +89,11 @@ def train(steps: int, seed: int, device, batch: int = 64,
 
 
 @torch.no_grad()
-def classify(model: ShapeClassifier, images: torch.Tensor, batch: int = 100) -> torch.Tensor:
-    """Shape indices into scenes.SHAPES, (B,), for images (B, 3, H, W) in [-1, 1]."""
+def classify(model: ShapeClassifier, masks: torch.Tensor, batch: int = 100) -> torch.Tensor:
+    """Shape indices into scenes.SHAPES, (B,), for object masks (B, 1, H, W) (bool or {0, 1})."""
     device = next(model.parameters()).device
-    return torch.cat([model(images[i:i + batch].to(device).float()).argmax(-1).cpu()
-                      for i in range(0, len(images), batch)])
+    return torch.cat([model(masks[i:i + batch].to(device).float()).argmax(-1).cpu()
+                      for i in range(0, len(masks), batch)])
 
 
 def save(model: ShapeClassifier, path: Path) -> None:

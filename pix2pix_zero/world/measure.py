@@ -3,7 +3,7 @@
 The renderer knows the background without the object, so the edited object is found exactly where the edit
 differs from that background (not by a segmentation model): its centroid, size and colour are compared with the
 source object's and with the ideal edit (the same scene rendered with the target shape); the background is
-compared with the input outside both objects; the shape is named by the shipped classifier.
+compared with the input outside both objects; the shipped classifier names the shape of the edited object's mask.
 Images are uint8 (H, W, 3) as the renderer makes them, or float (3, H, W) in [-1, 1] as the models do.
 """
 import math
@@ -64,7 +64,7 @@ def measure_edit(scene: scenes.Scene, target: str, edit: torch.Tensor, reconstru
     inner = edited & ~dilate(~edited, 1)  # the object without its soft rim
     colour = e[:, inner].mean(dim=1) if inner.any() else torch.full((3,), math.nan, dtype=torch.float64)
     true_colour = torch.tensor(scenes.COLOURS[scene.colour], dtype=torch.float64) / 255
-    predicted = scenes.SHAPES[int(classify(classifier, (e[None] * 2 - 1).float())[0])]
+    predicted = scenes.SHAPES[int(classify(classifier, edited[None, None])[0])]
     row = {
         "success": float(predicted == target), "predicted": predicted,
         "centroid_error": math.hypot(cx - sx, cy - sy),
