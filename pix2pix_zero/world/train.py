@@ -113,10 +113,13 @@ def to_tensor(images: np.ndarray, device) -> torch.Tensor:
 
 
 class Stage:
-    """One model's training state, saved to and resumed from `work/NAME-state.pt` (tensors only)."""
+    """One model's training state, saved to and resumed from `work/NAME-state.pt` (tensors only): the model,
+    AdamW, the data generator, the EMA weights, the losses; one `update` per step, then `finish`."""
 
-    def __init__(self, name: str, work: Path, model: torch.nn.Module, lr: float, seed: int):
+    def __init__(self, name: str, work: Path, model: torch.nn.Module, lr: float, seed: int, steps: int,
+                 config: "TrainConfig"):
         self.name, self.path, self.model = name, work / f"{name}-state.pt", model
+        self.peak_lr, self.steps, self.config = lr, steps, config
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
         self.generator = torch.Generator().manual_seed(seed)
         self.ema = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -129,21 +132,33 @@ class Stage:
             self.ema = {k: v.to(next(model.parameters()).device) for k, v in state["ema"].items()}
             self.step, self.losses, self.seconds = int(state["step"]), state["losses"].tolist(), float(state["seconds"])
             print(f"{self.name}: resumed at step {self.step} from {self.path}")
+        self.bar = tqdm(total=steps, initial=self.step, desc=name, mininterval=5)
 
-    def update(self, loss: torch.Tensor, lr: float, ema: float, started: float) -> None:
+    def update(self, loss: torch.Tensor, started: float) -> None:
+        """One optimizer step on `loss` at the schedule's rate, the EMA, the progress bar, a save when due."""
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = learning_rate(self.step, self.steps, self.peak_lr, self.config.warmup)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
         self.optimizer.step()
-        decay = min(ema, (1 + self.step) / (10 + self.step))
+        decay = min(self.config.ema, (1 + self.step) / (10 + self.step))
         with torch.no_grad():
             for k, v in self.model.state_dict().items():
                 self.ema[k].lerp_(v, 1 - decay) if v.is_floating_point() else self.ema[k].copy_(v)
         self.step += 1
         self.losses.append(loss.item())
         self.seconds += time.perf_counter() - started
+        self.bar.update(1)
+        self.bar.set_postfix(loss=f"{np.mean(self.losses[-50:]):.4f}")
+        if self.step % self.config.save_every == 0 or self.step == self.steps:
+            self.save()
+
+    def finish(self) -> torch.nn.Module:
+        """The model with its EMA weights, in eval mode."""
+        self.bar.close()
+        self.model.load_state_dict(self.ema)
+        return self.model.eval()
 
     def save(self) -> None:
         state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
@@ -167,9 +182,8 @@ def train_vae(config: TrainConfig, images: np.ndarray, work: Path, device) -> tu
             if name.endswith(("conv2", "to_out.0")):
                 module.weight.zero_()
                 module.bias.zero_()
-    stage = Stage("vae", work, vae, config.vae_lr, config.seed + 1)
+    stage = Stage("vae", work, vae, config.vae_lr, config.seed + 1, config.vae_steps, config)
     g, crop = stage.generator, config.vae_crop
-    bar = tqdm(total=config.vae_steps, initial=stage.step, desc="VAE", mininterval=5)
     while stage.step < config.vae_steps:
         start = time.perf_counter()
         index = torch.randint(len(images), (config.vae_batch,), generator=g).numpy()
@@ -180,14 +194,8 @@ def train_vae(config: TrainConfig, images: np.ndarray, work: Path, device) -> tu
         reconstruction = vae.decode(z)
         kl = 0.5 * (mean ** 2 + logvar.exp() - 1 - logvar).mean()
         loss = (reconstruction - x).abs().mean() + config.vae_kl * kl
-        stage.update(loss, learning_rate(stage.step, config.vae_steps, config.vae_lr, config.warmup), config.ema, start)
-        bar.update(1)
-        bar.set_postfix(loss=f"{np.mean(stage.losses[-50:]):.4f}")
-        if stage.step % config.save_every == 0 or stage.step == config.vae_steps:
-            stage.save()
-    bar.close()
-    vae.load_state_dict(stage.ema)
-    return vae.eval(), stage
+        stage.update(loss, start)
+    return stage.finish(), stage
 
 
 @torch.no_grad()
@@ -228,11 +236,10 @@ def train_unet(config: TrainConfig, latents: tuple[torch.Tensor, torch.Tensor], 
     """min E ||eps - eps_theta(sqrt(a_t) z + sqrt(1 - a_t) eps, t, c)||^2, z = LATENT_SCALE * (posterior sample)."""
     torch.manual_seed(config.seed + 2)
     unet = UNet(config.unet_config()).to(device)
-    stage = Stage("unet", work, unet, config.unet_lr, config.seed + 3)
+    stage = Stage("unet", work, unet, config.unet_lr, config.seed + 3, config.unet_steps, config)
     g = stage.generator
     alpha_bar = alphas_cumprod().to(device)
     mean, logvar = latents
-    bar = tqdm(total=config.unet_steps, initial=stage.step, desc="UNet", mininterval=5)
     while stage.step < config.unet_steps:
         start = time.perf_counter()
         index = torch.randint(len(mean), (config.unet_batch,), generator=g)
@@ -248,14 +255,8 @@ def train_unet(config: TrainConfig, latents: tuple[torch.Tensor, torch.Tensor], 
         eps = torch.randn(z.shape, generator=g).to(device)
         a = alpha_bar[t][:, None, None, None]
         loss = F.mse_loss(unet(a.sqrt() * z + (1 - a).sqrt() * eps, t, c), eps)
-        stage.update(loss, learning_rate(stage.step, config.unet_steps, config.unet_lr, config.warmup), config.ema, start)
-        bar.update(1)
-        bar.set_postfix(loss=f"{np.mean(stage.losses[-50:]):.4f}")
-        if stage.step % config.save_every == 0 or stage.step == config.unet_steps:
-            stage.save()
-    bar.close()
-    unet.load_state_dict(stage.ema)
-    return unet.eval(), stage
+        stage.update(loss, start)
+    return stage.finish(), stage
 
 
 def frozen_text_encoder(config: TrainConfig, device):
