@@ -1,7 +1,6 @@
 """Tests of the shipped world: the baby SD loads through load_sd and its UNet matches diffusers' on it, the shape
 classifier names held-out masks, the measures score the ideal edit as ideal, and the world's commands refuse
 bad input in one line."""
-import numpy as np
 import pytest
 import torch
 from diffusers import UNet2DConditionModel

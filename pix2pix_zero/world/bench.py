@@ -7,7 +7,6 @@ the scene's fullest phrasing; the direction is built from the world's own senten
 background phrasing of each shape: the world's stand-in for a language model's), or from the template bank, or
 from one sentence.
 """
-import math
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -26,8 +25,6 @@ SENTENCE_SOURCES = ("world", "templates", "one")
 WORLD_DIR = Path(__file__).resolve().parents[2] / "weights" / "world"
 CHECKPOINT = WORLD_DIR / "baby-sd.safetensors"
 ABLATION_METRICS = ("success", "colour_error", "centroid_error", "psnr_bg", "psnr_recon")
-METRICS = ("success", "centroid_error", "size_error", "colour_error", "psnr_bg", "ssim_bg", "psnr_ideal",
-           "psnr_recon", "seconds")
 
 
 def parse_task(task: str) -> tuple[str, str]:
@@ -153,6 +150,3 @@ def run_bench(sd, classifier, tasks: list[str], n: int, config: EditConfig, sent
 def variant_config(base: EditConfig, variant: Variant) -> EditConfig:
     return replace(base, **variant.changes)
 
-
-def finite(values) -> list[float]:
-    return [v for v in values if not math.isnan(v)]

@@ -12,7 +12,6 @@ import json
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
 from .. import editing, inversion

@@ -1,6 +1,5 @@
 """Loss curves as a PNG, drawn with Pillow (no plotting library): one panel per curve, log-scale y, the raw
 losses in light grey and a moving average on top."""
-import math
 from pathlib import Path
 
 import numpy as np

@@ -15,9 +15,8 @@ term); UNet, the eps-prediction loss of DDPM (Ho et al., arXiv:2006.11239, eq. 1
 import argparse
 import json
 import math
-import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
