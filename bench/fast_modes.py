@@ -2,7 +2,7 @@
 
 python bench/fast_modes.py [--steps 5] [--size 64] [--modes bf16 compile]
 
-Ours (what edit_image runs: inversion, then lockstep.edit) on the seeded tiny checkpoint of the tests, in each
+Ours (what edit_image runs: inversion, then editing.edit) on the seeded tiny checkpoint of the tests, in each
 setting, at fp32 and in each mode: wall time (after a warm-up run), max |x - x_fp32| of x_inv and of the edited
 latent, and the attention loss of the first guidance step. The full-size comparison is
 `python bench/speed.py --dtype bf16` (its edit table prints the same deltas when an fp32 run's latents are in --dir).

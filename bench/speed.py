@@ -30,12 +30,8 @@ SIDES = {"theirs": "diffusers pipeline", "diffusers": "ours, diffusers setting",
 
 
 def sides(a) -> dict:
-    """The whole-edit runs, in the order they alternate; with --unbatched each setting's step-by-step loop after it;
-    only --sides's."""
-    runs = SIDES if not a.unbatched else {
-        "theirs": SIDES["theirs"], "diffusers": SIDES["diffusers"], "diffusers-unbatched": "  step-by-step loop",
-        "paper": SIDES["paper"], "paper-unbatched": "  step-by-step loop"}
-    return {side: name for side, name in runs.items() if side.removesuffix("-unbatched") in a.sides}
+    """The whole-edit runs, in the order they alternate; only --sides's."""
+    return {side: name for side, name in SIDES.items() if side in a.sides}
 PARITY_TOLERANCE = 1e-3
 GiB = 2**30
 
@@ -177,8 +173,6 @@ def main() -> None:
     p.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32", help="our UNet and text encoder's")
     p.add_argument("--compile", nargs="?", const="resnets-nograd", choices=MODES, help="torch.compile parts of our "
                    "UNet (bench/compile_unet.py; default mode resnets-nograd); the whole edit runs once untimed first")
-    p.add_argument("--unbatched", action="store_true", help="also time our step-by-step editing loops (editing.edit, "
-                   "diffusers_compat.edit) beside lockstep.edit, in the same alternation: the batching's gain")
     p.add_argument("--sides", nargs="+", choices=list(SIDES), default=list(SIDES), help="whose whole edit to time "
                    "(e.g. --dtype bf16 --sides diffusers paper, against the fp32 pipeline of an earlier run)")
     p.add_argument("--json", type=Path, help="where to write the results (default DIR/speed.json)")

@@ -176,10 +176,9 @@ def edit_theirs(pipe, size: int, steps: int) -> tuple[float, float, torch.Tensor
     return t1 - t0, time.perf_counter() - t1, x_inv, x_edit
 
 
-def edit_ours(sd, setting: str, size: int, steps: int, device: str, unbatched: bool = False):
-    """What edit_image runs (inversion_method ddim), timed in two parts; `unbatched`: the step-by-step loops
-    (editing.edit, diffusers_compat.edit) instead of lockstep.edit, to measure the batching."""
-    from pix2pix_zero import diffusers_compat, editing, inversion, lockstep
+def edit_ours(sd, setting: str, size: int, steps: int, device: str):
+    """What edit_image runs (inversion_method ddim), timed in two parts."""
+    from pix2pix_zero import diffusers_compat, editing, inversion
     from pix2pix_zero.config import EditConfig
     from pix2pix_zero.directions import mean_embedding
     from pix2pix_zero.pipeline import setting_rules
@@ -187,7 +186,6 @@ def edit_ours(sd, setting: str, size: int, steps: int, device: str, unbatched: b
     config = setting_rules(EditConfig(setting=setting, num_steps=steps))
     module_invert, module_edit = ((diffusers_compat.invert, diffusers_compat.edit) if setting == "diffusers" else
                                   (inversion.invert, editing.edit))
-    module_edit = module_edit if unbatched else lockstep.edit
     g = torch.Generator(device).manual_seed(0)
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     t0 = time.perf_counter()
@@ -279,13 +277,13 @@ def main(kind: str, a: dict) -> dict:
     if kind == "parts":
         result["times"] = (parts_theirs if side == "theirs" else parts_ours)(model, device, a["sizes"])
     elif kind == "edit":
-        setting, unbatched = side.removesuffix("-unbatched"), side.endswith("-unbatched")
+        setting = side
         if a.get("compile") and side != "theirs":  # compile every shape the edit meets, outside the timing
             t0 = time.perf_counter()
-            edit_ours(model, setting, a["size"], a["steps"], device, unbatched)
+            edit_ours(model, setting, a["size"], a["steps"], device)
             result["first_run"] = time.perf_counter() - t0
         run = (edit_theirs(model, a["size"], a["steps"]) if side == "theirs" else
-               edit_ours(model, setting, a["size"], a["steps"], device, unbatched))
+               edit_ours(model, setting, a["size"], a["steps"], device))
         result.update(invert=run[0], edit=run[1], **({"attention_loss": run[4]} if len(run) > 4 else {}))
         if a.get("latents"):
             from safetensors.torch import save_file

@@ -7,9 +7,16 @@ The method is the package's top level (noise_reg, inversion, directions, editing
 setting in diffusers_compat); the models are in `models/`, checkpoint loading in `loading/`, and files,
 images and folders in `tools/`. README.md has the map.
 """
-from .config import EditConfig
-from .loading.load import load_sd
-from .models.sd import StableDiffusion
-from .pipeline import EditResult, edit_image
+import importlib
 
+from .config import EditConfig
+
+# The rest is imported on first use (PEP 562), so that `import pix2pix_zero.cli` and --help load no model code.
+_LAZY = {"load_sd": "loading.load", "StableDiffusion": "models.sd", "EditResult": "pipeline", "edit_image": "pipeline"}
 __all__ = ["EditConfig", "EditResult", "StableDiffusion", "edit_image", "load_sd"]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

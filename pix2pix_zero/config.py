@@ -2,8 +2,8 @@
 
 "paper" follows the mathematics of Parmar et al. (arXiv:2302.03027); "diffusers" follows diffusers'
 StableDiffusionPix2PixZeroPipeline (0.42.1) step for step, quirks included (diffusers_compat.py). The README
-has a table of what each setting changes. The command line (train_free_edit.py) makes one flag of each field,
-its help the field's comment.
+has a table of what each setting changes. The command line (cli.py, via tools/arguments.config_args) makes one
+flag of each field, its help the field's comment.
 """
 from dataclasses import asdict, dataclass
 from typing import Literal
@@ -25,11 +25,12 @@ class EditConfig:
     num_reg_steps: int = 5  # regularizer iterations per inversion step (authors' code)
     num_ac_rolls: int = 5  # random-shift draws per regularizer iteration (authors' code)
     pair_shifts: Literal["random", "all"] = "random"  # L_pair at random shifts (paper), or its exact mean over all shifts by FFT
-    posterior: Literal["mean", "sample", None] = None  # VAE encoding; None: the setting's (paper mean, diffusers sample)
+    posterior: Literal["mean", "sample", None] = None  # VAE encoding x0: posterior mean or sample (default: the setting's: paper mean, diffusers sample)
     inversion_method: Literal["ddim", "direct", "fixed-point"] = "ddim"  # ddim (paper), direct or fixed-point (README)
     inversion_iters: int = 5  # fixed-point: UNet evaluations per inversion step (1 is plain DDIM)
     inversion_average: int = 1  # fixed-point: step with the mean eps of the last K evaluations (ReNoise)
     pyramid_rescale: bool = True  # x2 after each pyramid pooling (paper); off: unscaled (authors' code)
+    edit_multiplier: float = 1.0  # c_edit = c + edit_multiplier * delta_c: the edit's strength (authors' demo)
     seed: int = 0  # seeds every torch.Generator of a run (regularizer shifts, posterior sample, synthetic x_T)
 
     def __post_init__(self):

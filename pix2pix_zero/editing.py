@@ -4,7 +4,7 @@ Guidance", Algorithm 1).
 Two DDIM trajectories start from x_inv and run in lockstep: the reference denoises with the caption c and
 records the cross-attention maps M_t^ref of every cross-attention layer; the edit denoises with
 c_edit = c + delta_c and, at every step, first moves x_t down the gradient of ||M_t^edit - M_t^ref||^2,
-then takes the guided DDIM step. Each step's reference maps are used as soon as they are made, never stored.
+then takes the guided DDIM step. Each step's reference maps are used by that step's edits, then dropped.
 Classifier-free guidance (Ho & Salimans, arXiv:2207.12598) with the negative prompt c_neg (the caption for
 real images, "" for synthetic ones). With a recorded inversion path, Direct Inversion (arXiv:2310.01506) holds
 the reference on it. Latents (B, 4, H, W) at 1/8 of the image; maps (B, heads, H*W, 77).
@@ -15,7 +15,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .config import EditConfig
-from .finite import check_finite
+from .finite import FiniteChecks, check_finite
 from .models.attention import explicit_cross_attention, record_cross_attention
 from .models.ddim import alphas_cumprod, ddim_step, sampling_schedule
 from .models.sd import StableDiffusion
@@ -121,7 +121,7 @@ def edit(sd: StableDiffusion, x_inv: torch.Tensor, c: torch.Tensor, delta_cs: li
     """Denoise x_inv with c (the reference) and with c + delta_c for each delta_c, in lockstep.
 
     Returns (x0_ref, [x0_edit per delta_c]). c and c_neg are (1, L, D) or (B, L, D); delta_c (1, L, D) or
-    (B, L, D) is added to every conditional row.
+    (B, L, D), times config.edit_multiplier, is added to every conditional row.
     `on_reference(t, maps_ref)`, if given, sees each step's reference maps (e.g. to draw heat maps).
     `reference_step` and `edit_step` are this module's; diffusers_compat passes its own.
     x_path (N + 1, B, 4, H, W), the levels of the inversion (inversion.invert_path, x_path[-1] = x_inv), turns on
@@ -130,25 +130,27 @@ def edit(sd: StableDiffusion, x_inv: torch.Tensor, c: torch.Tensor, delta_cs: li
     """
     B = x_inv.shape[0]
     c, c_neg = c.expand(B, -1, -1), c_neg.expand(B, -1, -1)  # one prompt may serve a whole batch
-    c_edits = [c + delta_c.to(c) for delta_c in delta_cs]
+    c_edits = [c + config.edit_multiplier * delta_c.to(c) for delta_c in delta_cs]  # c + delta_c (sec. 3.2)
     x_ref, x_edits = x_inv, [x_inv] * len(delta_cs)
     # alpha_bar stays float32 (0-dim tensors do not change the latents' dtype): in fp16/bf16, 1 - alpha_bar
     # near alpha_bar = 1 would lose most of its digits.
     schedule = sampling_schedule(config.num_steps, alphas_cumprod())
     check_inversion_path(x_path, x_inv, len(schedule))
+    check = FiniteChecks(x_inv.device)  # on a GPU, no wait for the host in the loop
     for j, (t, alpha_bar_t, alpha_bar_prev) in enumerate(tqdm(schedule, desc="editing", disable=not progress,
                                                               leave=False)):
         where = f"editing step {j + 1}/{len(schedule)} (t={t})"
         x_next, maps_ref = reference_step(sd, x_ref, t, alpha_bar_t, alpha_bar_prev, c, c_neg, config)
-        check_finite(x_next, "the reference latent", where)
+        check(x_next, "the reference latent", where)
         if on_reference is not None:
             on_reference(t, maps_ref)
-        x_edits = [check_finite(edit_step(sd, x, t, alpha_bar_t, alpha_bar_prev, c_edit, c_neg, maps_ref, config),
-                                f"the latent of edit {k + 1}", where)
+        x_edits = [check(edit_step(sd, x, t, alpha_bar_t, alpha_bar_prev, c_edit, c_neg, maps_ref, config),
+                         f"the latent of edit {k + 1}", where)
                    for k, (x, c_edit) in enumerate(zip(x_edits, c_edits, strict=True))]
         if x_path is not None:
             x_next, x_edits = follow_inversion_path(x_path[-2 - j].to(x_next), x_next, x_edits)
         x_ref = x_next
+    check.raise_first()
     return x_ref, x_edits
 
 

@@ -12,15 +12,12 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
-from .config import EditConfig
+from .config import POSTERIORS, EditConfig
 from .finite import FiniteChecks, check_finite
 from .models.ddim import alphas_cumprod, ddim_inverse_step, eps_from_output, inversion_schedule
 from .models.sd import StableDiffusion
 from .models.vae import sample_posterior
 from .noise_reg import regularize_eps
-
-POSTERIORS = ("mean", "sample")
-
 
 def encode_image(sd: StableDiffusion, image: torch.Tensor, posterior: str = "mean",
                  generator: torch.Generator | None = None) -> torch.Tensor:

@@ -1,22 +1,22 @@
 """The whole method in one call: `edit_image` encodes and inverts the image, builds the edit directions, runs
-the reference and the edits in lockstep, and decodes them (pix2pix-zero, arXiv:2302.03027, Algorithm 1).
+the reference and the edits step by step, and decodes them (pix2pix-zero, arXiv:2302.03027, Algorithm 1).
 
-The command line, the benchmarks, the tests and the README's example all go through it. It picks the paper's
-functions or diffusers_compat's by `config.setting`, applies that setting's rules, and returns the settings it
+The command line, the web app and the README's example go through it. It picks the paper's loops (inversion.py,
+editing.py) or diffusers_compat's by `config.setting`, applies that setting's rules, and returns the settings it
 actually used, and how faithfully the reference reconstructs the input. Images are (1, 3, H, W) in [-1, 1];
 latents (1, 4, H/8, W/8).
 """
-import math
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import torch
 
-from . import diffusers_compat, inversion, lockstep
+from . import diffusers_compat, editing, inversion
 from .config import EditConfig
 from .directions import edit_direction, template_sentences
 from .editing import decode_latents, initial_noise
 from .models.sd import StableDiffusion
+from .tools.evaluation import metrics
 
 
 @dataclass
@@ -41,10 +41,11 @@ def setting_rules(config: EditConfig) -> EditConfig:
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Peak signal-to-noise ratio in dB of two images in [-1, 1], each clamped to it: 10 log10(peak^2 / MSE),
-    peak = 2, the range (the usual PSNR of 8-bit images mapped to [0, 1], before rounding)."""
-    mse = ((a.float().clamp(-1, 1) - b.float().clamp(-1, 1)) ** 2).mean().item()
-    return math.inf if mse == 0 else 10 * math.log10(4 / mse)
+    """PSNR in dB of two images in [-1, 1], each clamped to it: the evaluation's PSNR (peak 1) of the images
+    mapped to [0, 1], the usual PSNR of 8-bit images before rounding."""
+    def unit(x: torch.Tensor) -> torch.Tensor:  # (B, 3, H, W) in [-1, 1] -> (3, B H, W) in [0, 1]
+        return (x.detach().float().cpu().clamp(-1, 1).movedim(-3, 0).flatten(1, -2) + 1) / 2
+    return metrics.psnr(unit(a), unit(b))
 
 
 def reconstruction_errors(x0: torch.Tensor, x_ref: torch.Tensor, image: torch.Tensor, decoded_x0: torch.Tensor,
@@ -112,9 +113,8 @@ def edit_image(sd: StableDiffusion, image: torch.Tensor | None, caption: str, so
         directions = [edit_direction(sd, template_sentences(source), template_sentences(target)) for target in targets]
     if len(directions) != len(targets):
         raise ValueError(f"{len(targets)} targets but {len(directions)} directions")
-    # lockstep.edit is editing.edit (paper) or diffusers_compat.edit (diffusers) with neighbouring steps' no-grad
-    # UNet calls batched: the same latents to float rounding, faster (bench/README.md)
-    x_ref, x_edits = lockstep.edit(sd, x_inv, c, directions, c_neg, config, progress, on_reference, x_path=x_path)
+    edit = diffusers_compat.edit if diffusers else editing.edit
+    x_ref, x_edits = edit(sd, x_inv, c, directions, c_neg, config, progress, on_reference, x_path=x_path)
 
     reconstruction = decode_latents(sd, x_ref)
     errors = {}

@@ -91,15 +91,12 @@ def tiny_dino(tmp_path_factory):
 
 @pytest.fixture
 def command(capsys):
-    """train_free_edit.main(argv) run in this process -> (exit status, stdout, stderr)."""
-    import sys
-    from pathlib import Path
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    import train_free_edit
+    """The command line's main(argv) (pix2pix_zero.cli) run in this process -> (exit status, stdout, stderr)."""
+    from pix2pix_zero import cli
 
     def run(argv):
         try:
-            code = train_free_edit.main([str(a) for a in argv])
+            code = cli.main([str(a) for a in argv])
         except SystemExit as e:  # argparse's own usage errors
             code = e.code
         captured = capsys.readouterr()

@@ -53,15 +53,31 @@ def test_edit_writes_every_output_and_resumes_and_reedits_from_the_inversion(tmp
                 "--weights", single_file, "--save-attention", "--out", out, *FAST, cwd=tmp_path)
     assert again.returncode == 0 and "already done" in again.stdout
 
-    # re-edit from the saved inversion, into the same folder (the README's example)
+    # another setting into the same folder: refused, the earlier edit kept; --overwrite replaces it
+    kept = (out / "my.cat-cat2dog.png").read_bytes()
+    other = cli("--input", photo, "--prompt", "a photo of a cat", "--task", "cat2dog", "--weights", single_file,
+                "--out", out, *FAST, "--lambda-xa", "0.3", cwd=tmp_path)
+    assert other.returncode == 1 and "config.lambda_xa" in other.stdout and "--overwrite" in other.stdout
+    assert (out / "my.cat-cat2dog.png").read_bytes() == kept
+    other = cli("--input", photo, "--prompt", "a photo of a cat", "--task", "cat2dog", "--weights", single_file,
+                "--out", out, *FAST, "--lambda-xa", "0.3", "--overwrite", cwd=tmp_path)
+    assert other.returncode == 0, other.stderr
+    assert json.loads((out / "my.cat-cat2dog.json").read_text())["config"]["lambda_xa"] == 0.3
+    assert not (out / "summary.json").exists()  # one image: no folder summary
+
+    # re-edit from the saved inversion, into the same folder (the README's example): the steps come from the file
+    reconstruction = (out / "my.cat-reconstruction.png").read_bytes()
     r = cli("--inversion", out / "my.cat-inversion.safetensors", "--source", "cat", "--target", "owl",
-            "--weights", single_file, "--out", out, *FAST, cwd=tmp_path)
+            "--weights", single_file, "--out", out, "--quiet", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert (out / "my.cat-cat2owl.png").is_file()
-    assert json.loads((out / "my.cat-cat2owl.json").read_text())["inverted_with"]["num_steps"] == 2
+    record = json.loads((out / "my.cat-cat2owl.json").read_text())
+    assert record["inverted_with"]["num_steps"] == 2 and record["config"]["num_steps"] == 2
+    assert record["geometry"] == settings["geometry"]  # the crop of the image the inversion was made from
+    assert (out / "my.cat-reconstruction.png").read_bytes() == reconstruction  # left alone
     r = cli("--inversion", out / "my.cat-inversion.safetensors", "--source", "cat", "--target", "owl",
             "--weights", single_file, "--out", out, "--steps", "3", "--quiet", cwd=tmp_path)
-    assert r.returncode == 2 and "num_steps 2" in r.stderr and "--steps" in r.stderr
+    assert r.returncode == 2 and "num_steps 2" in r.stderr and "drop the flag" in r.stderr
 
 
 def test_synthetic_edit_and_directions_command(tmp_path, single_file):
@@ -81,6 +97,32 @@ def test_synthetic_edit_and_directions_command(tmp_path, single_file):
     assert re.search(r"cos\(mean c\(cat\), mean c\(dog\)\) = 0\.\d{4}", r.stdout)
     listed = cli("directions", "--list", cwd=tmp_path)  # cached under outputs/.cache by default
     assert listed.returncode == 0 and "cat -> dog" in listed.stdout and "built-in (58 templates)" in listed.stdout
+
+
+def test_directions_for_several_targets_feed_edit_direction(tmp_path, single_file, command):
+    """`directions` writes one file per target into a folder; `edit --direction FILE` uses it, and the edit is
+    the one the same sentences give without the file (same delta_c, same pixels)."""
+    code, out, err = command(["directions", "--source", "cat", "--target", "dog", "--target", "fox", "--weights",
+                              single_file, "--out", tmp_path / "dirs", "--cache-dir", tmp_path / "cache"])
+    assert code == 0, err
+    assert {p.name for p in (tmp_path / "dirs").iterdir()} == {"cat2dog.safetensors", "cat2fox.safetensors"}
+    synthetic = ["--prompt", "a cat on a sofa", "--source", "cat", "--target", "dog", "--weights", single_file,
+                 *FAST]
+    code, _, err = command([*synthetic, "--out", tmp_path / "a", "--direction",
+                            tmp_path / "dirs" / "cat2dog.safetensors"])
+    assert code == 0, err
+    code, _, err = command([*synthetic, "--out", tmp_path / "b"])
+    assert code == 0, err
+    name = "synthetic-a_cat_on_a_sofa-seed0-cat2dog.png"
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "a" / name)), np.asarray(Image.open(tmp_path / "b" / name)))
+    record = json.loads((tmp_path / "a" / name.replace(".png", ".json")).read_text())
+    assert record["direction_file"].endswith("cat2dog.safetensors")
+    from safetensors.torch import save_file
+    save_file({"delta_c": torch.zeros(1, 77, 768)}, tmp_path / "sd15.safetensors")  # another family's width
+    code, _, err = command([*synthetic, "--out", tmp_path / "c", "--direction", tmp_path / "sd15.safetensors"])
+    assert code == 2 and "sd15.safetensors: delta_c has width 768" in err
+    code, _, err = command([*synthetic, "--out", tmp_path / "c", "--direction", tmp_path / "missing.safetensors"])
+    assert code == 2 and "--direction" in err and "missing.safetensors: no such file" in err
 
 
 @pytest.mark.slow

@@ -4,15 +4,12 @@ Runs the command's main() in this process with the model loaders replaced by one
 check that came after loading would show up as "model loaded".
 """
 import re
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import train_free_edit  # noqa: E402
+from pix2pix_zero import cli
 
 
 @pytest.fixture
@@ -29,7 +26,7 @@ def no_models(monkeypatch):
 
 def main(argv, capsys) -> tuple[int, str]:
     try:
-        code = train_free_edit.main([str(a) for a in argv])
+        code = cli.main([str(a) for a in argv])
     except SystemExit as e:  # argparse's own usage errors
         code = e.code
     return code, capsys.readouterr().err

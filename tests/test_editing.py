@@ -1,4 +1,4 @@
-"""Cross-attention guided editing on the tiny model: the loss, the guidance step, lockstep trajectories."""
+"""Cross-attention guided editing on the tiny model: the loss, the guidance step, the two trajectories."""
 import pytest
 import torch
 
@@ -6,7 +6,7 @@ from pix2pix_zero.models.attention import record_cross_attention
 from pix2pix_zero import diffusers_compat
 from pix2pix_zero.config import EditConfig
 from pix2pix_zero.models.ddim import alphas_cumprod, sampling_schedule
-from pix2pix_zero.editing import attention_loss, edit, edit_step, reference_step, xa_guidance
+from pix2pix_zero.editing import attention_loss, edit, reference_step, xa_guidance
 
 SETTINGS = {"paper": (reference_step, edit), "diffusers": (diffusers_compat.reference_step, diffusers_compat.edit)}
 
@@ -86,6 +86,42 @@ def test_nonzero_guidance_changes_the_edit(sd, texts):
     _, (unguided,) = edit(sd, latents(4), c, [delta_c], c, EditConfig(num_steps=3, lambda_xa=0.0), progress=False)
     assert (guided - unguided).abs().max() > 1e-4
 
+
+
+def test_guidance_step_is_minus_lambda_times_the_gradient(single_file):
+    """The sign and size of the step: moved - x = -lambda_xa grad L, with <grad L, v> from central finite
+    differences of the attention loss along a random v, in float64 (a step up the loss fails here)."""
+    from pix2pix_zero.loading.load import load_sd
+    sd64 = load_sd(single_file, dtype=torch.float64)
+    c = sd64.encode_text(["a photo of a cat"])
+    c_edit = sd64.encode_text(["a photo of a dog"])
+    t, a_t, a_prev = sampling_schedule(10, alphas_cumprod())[3]
+    x = latents(1).double()
+    _, maps_ref = reference_step(sd64, x, t, a_t, a_prev, c, c, EditConfig())
+
+    def loss_at(x):
+        with torch.no_grad(), record_cross_attention(sd64.unet) as maps:
+            sd64.unet(x, t, c_edit)
+        return attention_loss(maps, maps_ref).item()
+
+    lambda_xa, h = 0.1, 1e-4
+    moved = xa_guidance(sd64, x, t, c_edit, maps_ref, lambda_xa)
+    for seed in range(2):
+        v = torch.randn(x.shape, generator=torch.Generator().manual_seed(10 + seed), dtype=torch.float64)
+        directional = (loss_at(x + h * v) - loss_at(x - h * v)) / (2 * h)
+        assert ((moved - x) * v).sum().item() == pytest.approx(-lambda_xa * directional, rel=1e-5)
+
+
+def test_edit_multiplier_scales_delta_c(sd, texts):
+    """c_edit = c + m delta_c: m = 0 is the reference itself, m = 2 is the edit of 2 delta_c."""
+    c, delta_c = texts
+    x_ref, (zero,) = edit(sd, latents(6), c, [delta_c], c, EditConfig(num_steps=3, edit_multiplier=0.0),
+                          progress=False)
+    torch.testing.assert_close(zero, x_ref, atol=1e-6, rtol=0)
+    _, (twice,) = edit(sd, latents(6), c, [delta_c], c, EditConfig(num_steps=3, edit_multiplier=2.0), progress=False)
+    _, (doubled,) = edit(sd, latents(6), c, [2 * delta_c], c, EditConfig(num_steps=3), progress=False)
+    torch.testing.assert_close(twice, doubled, atol=1e-6, rtol=0)
+    assert (twice - x_ref).abs().max() > 1e-3
 
 
 def test_several_targets_share_one_reference_and_equal_separate_edits(sd, texts, one_thread):

@@ -65,13 +65,20 @@ def test_an_edit_identical_to_its_input_scores_inf_and_zero(tmp_path, photos, ti
     code, out, err = command(["evaluate", "--input", photos, "--edits", edits, "--source", "cat", "--target", "dog",
                            "--masks", masks, "--clip", tiny_clip, "--dino", tiny_dino, "--quiet"])
     assert code == 0, err
-    rows = read_csv(edits / "evaluation.csv")
+    rows = read_csv(edits / "evaluation-cat2dog.csv")
     assert [r["stem"] for r in rows] == ["a.cat", "b"]
     for r in rows:
         assert r["psnr_bg"] == math.inf and r["mse_bg"] == 0 and r["ssim_bg"] == pytest.approx(1)
         assert r["structure_distance"] == 0 and r["clip_acc"] in (0, 1) and r["target_prompt"] == "a photo of a dog"
-    assert ",inf," in (edits / "evaluation.csv").read_text()
-    assert (edits / "evaluation-sheet.png").is_file() and "psnr_bg" in out
+    assert ",inf," in (edits / "evaluation-cat2dog.csv").read_text()
+    assert (edits / "evaluation-sheet-cat2dog.png").is_file() and "psnr_bg" in out
+    for stem in ("a.cat", "b"):  # another target in the same folder: its own files, the first ones kept
+        shutil.copy(photos / f"{stem}.png", edits / f"{stem}-cat2fox.png")
+    code, out, err = command(["evaluate", "--input", photos, "--edits", edits, "--source", "cat", "--target", "fox",
+                              "--masks", masks, "--clip", tiny_clip, "--dino", tiny_dino, "--quiet"])
+    assert code == 0, err
+    assert {p.name for p in edits.glob("evaluation*")} == {f"evaluation{kind}-cat2{t}.{ext}" for t in ("dog", "fox")
+                                                            for kind, ext in (("", "csv"), ("-sheet", "png"))}
 
 
 @pytest.mark.slow
@@ -104,8 +111,8 @@ def test_evaluate_a_folder_edited_with_the_tiny_sd(tmp_path, photos, single_file
     line = [l for l in out.splitlines() if l.startswith("structure_distance ")][-1]  # the comparison table
     distance = rows[0]["structure_distance"]
     assert line.split()[-2] == f"[{-distance:.4g}," and rows[2]["structure_distance"] == 0  # same - ddim, one pair
-    assert (tmp_path / "ddim" / "evaluation-sheet.png").is_file()
-    assert not (tmp_path / "ddim" / "evaluation.csv").exists()  # --csv: one file for all
+    assert (tmp_path / "ddim" / "evaluation-sheet-cat2dog.png").is_file()
+    assert not (tmp_path / "ddim" / "evaluation-cat2dog.csv").exists()  # --csv: one file for all
 
 
 def test_missing_models_say_which_files_to_put_where(tmp_path, tiny_clip, tiny_dino):

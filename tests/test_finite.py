@@ -11,7 +11,6 @@ from torch import nn
 from pix2pix_zero.tools.batch import Job, run
 from pix2pix_zero.config import EditConfig
 from pix2pix_zero.editing import edit
-from pix2pix_zero import lockstep
 from pix2pix_zero.finite import FiniteChecks, NonFiniteError, check_finite
 from pix2pix_zero.inversion import invert
 
@@ -86,7 +85,8 @@ def test_deferred_checks_raise_the_first_failure_after_the_loop():
     checks.deferred = True  # what a CUDA device gets; the logic is the same on any device
     bad = torch.ones(3)
     bad[0] = float("nan")
-    assert checks(torch.ones(3), "eps", "step 1") is not None
+    fine = torch.ones(3)
+    assert checks(fine, "eps", "step 1") is fine  # passed through, not copied
     checks(bad, "eps", "step 2")
     checks(bad * 2, "the latent", "step 3")
     with pytest.raises(NonFiniteError, match=r"step 2: eps has 1 NaN"):
@@ -95,9 +95,32 @@ def test_deferred_checks_raise_the_first_failure_after_the_loop():
     assert not FiniteChecks("cpu").deferred  # a CPU checks at once
 
 
-def test_a_crafted_nan_stops_the_batched_loop_at_its_step(sd):
+def test_the_editing_loop_reads_the_device_once_whatever_its_length(sd, monkeypatch):
+    """The CPU counterpart of the CUDA sync test: with the checks deferred as on a GPU, count the loop's reads
+    of tensor values to the host (bool(), item(), tolist(), .cpu()). A loop that checked at every step would read
+    more with 4 steps than with 2; the deferred loop reads the same number (the one at raise_first, plus any
+    outside the steps)."""
+    reads = []
+    for name in ("__bool__", "item", "tolist", "cpu"):
+        original = getattr(torch.Tensor, name)
+
+        def counted(self, *args, _original=original, **kwargs):
+            reads.append(1)
+            return _original(self, *args, **kwargs)
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    init = FiniteChecks.__init__
+    monkeypatch.setattr(FiniteChecks, "__init__", lambda self, device: (init(self, device),
+                                                                       setattr(self, "deferred", True))[0])
     x = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
     c = sd.encode_text(["a photo of a cat"])
-    bad = dataclasses.replace(sd, unet=NaNAtCall(sd.unet, at=1))  # the reference's first prediction
+    config = lambda n: EditConfig(num_steps=n, guidance_scale=1.0)  # noqa: E731  (no torch.equal on c_neg)
+
+    def count(num_steps: int) -> int:
+        reads.clear()
+        edit(sd, x, c, [torch.zeros_like(c)], c, config(num_steps), progress=False)
+        return len(reads)
+    two, four = count(2), count(4)
+    assert two == four >= 1
+    bad = dataclasses.replace(sd, unet=NaNAtCall(sd.unet, at=1))
     with pytest.raises(NonFiniteError, match=r"editing step 1/2 \(t=\d+\): the reference latent"):
-        lockstep.edit(bad, x, c, [torch.zeros_like(c)], c, EditConfig(num_steps=2), progress=False)
+        edit(bad, x, c, [torch.zeros_like(c)], c, config(2), progress=False)  # deferred, still names the step

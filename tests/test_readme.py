@@ -8,7 +8,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_ci_runs_the_readme_command_verbatim():
     ci_command = [line for line in (ROOT / ".ci" / "run").read_text().splitlines()
-                  if line.strip() and not line.startswith(("#", "set ", "cd "))]
+                  if line.strip() and not line.startswith(("#", "set ", "cd ", "command -v chromium"))]
     assert len(ci_command) == 1 and "pytest" in ci_command[0]
     assert ci_command[0] in (ROOT / "README.md").read_text().splitlines()
 

@@ -23,8 +23,8 @@ from pix2pix_zero.loading import openclip
 from pix2pix_zero.models.attention import record_cross_attention
 from pix2pix_zero.loading.checkpoint import CheckpointError
 from pix2pix_zero.models.ddim import alphas_cumprod, ddim_inverse_step, ddim_step, inversion_schedule, sampling_schedule
-from pix2pix_zero.loading.ldm_config import yaml_value
-from pix2pix_zero.loading.load import load_sd
+from pix2pix_zero.loading.ldm_config import yaml_heads, yaml_value
+from pix2pix_zero.loading.load import folder_heads, load_sd
 from pix2pix_zero.models.text import L
 from pix2pix_zero.loading.random_checkpoint import diffusers_configs, main, make_checkpoint, models
 from pix2pix_zero.models.unet import UNet
@@ -292,6 +292,38 @@ V_YAML = """model:
         freeze: True
         layer: "penultimate"
 """
+
+
+@pytest.mark.parametrize("params, expected", [
+    ("num_head_channels: 64 # need to fix for flash-attn", (None, 64)),  # v2-inference-v.yaml
+    ("num_heads: 8", (8, None)),  # v1-inference.yaml
+    ("num_heads: -1\n        num_head_channels: 32", (None, 32)),  # LDM's "width decides" form
+    ("use_linear_in_transformer: True", None),  # neither: the family's convention
+])
+def test_heads_from_the_ldm_yaml(tmp_path, params, expected):
+    path = tmp_path / "m.yaml"
+    path.write_text(V_YAML.replace("num_head_channels: 64 # need to fix for flash-attn", params))
+    assert yaml_heads(path) == expected
+    assert yaml_heads(tmp_path / "absent.yaml") is None
+
+
+@pytest.mark.parametrize("config, expected", [
+    ({"attention_head_dim": 8, "block_out_channels": [320, 640, 1280, 1280]}, (8, None)),  # SD 1.x: a count
+    ({"attention_head_dim": [5, 10, 20, 20], "block_out_channels": [320, 640, 1280, 1280]}, (None, 64)),  # SD 2.x
+    ({"num_attention_heads": [1, 2, 4, 4], "attention_head_dim": 8, "block_out_channels": [32, 64, 128, 128]},
+     (None, 32)),
+])
+def test_heads_from_the_diffusers_unet_config(tmp_path, config, expected):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    assert folder_heads(path) == expected
+
+
+def test_heads_of_unequal_width_are_refused(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"attention_head_dim": [5, 5, 5, 5], "block_out_channels": [320, 640, 1280, 1280]}))
+    with pytest.raises(CheckpointError, match="config.json: heads per level"):
+        folder_heads(path)
 
 
 def test_yaml_value_reads_the_nested_key_only():

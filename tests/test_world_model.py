@@ -10,16 +10,16 @@ from safetensors.torch import load_file
 from pix2pix_zero.config import EditConfig
 from pix2pix_zero.loading.load import load_sd
 from pix2pix_zero.loading.random_checkpoint import diffusers_configs
-from pix2pix_zero.world import bench, classifier, scenes
+from pix2pix_zero.world import CHECKPOINT, WORLD_DIR, bench, classifier, scenes
 from pix2pix_zero.world.measure import measure_edit
 from pix2pix_zero.world.bench import to_model
 
-CLASSIFIER = bench.WORLD_DIR / classifier.FILE
+CLASSIFIER = WORLD_DIR / classifier.FILE
 
 
 @pytest.fixture(scope="module")
 def baby():
-    return load_sd(bench.CHECKPOINT)
+    return load_sd(CHECKPOINT)
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +28,7 @@ def judge():
 
 
 def test_shipped_checkpoint_is_small_and_loads(baby):
-    assert bench.CHECKPOINT.stat().st_size <= 40 * 2 ** 20
+    assert CHECKPOINT.stat().st_size <= 40 * 2 ** 20
     assert baby.family == "sd1" and baby.prediction_type == "epsilon"
     assert baby.unet.config.context_dim == baby.text_encoder.config.hidden_size
 
@@ -37,7 +37,7 @@ def test_baby_unet_matches_diffusers(baby):
     """diffusers converts the original-layout file with its own code; both UNets in fp32 on the fp16 weights."""
     config = diffusers_configs(baby.unet.config, baby.vae.config, baby.text_encoder.config)["unet"]
     reference = UNet2DConditionModel.from_config(config).eval()
-    reference.load_state_dict(convert_ldm_unet_checkpoint({k: v.float() for k, v in load_file(bench.CHECKPOINT)
+    reference.load_state_dict(convert_ldm_unet_checkpoint({k: v.float() for k, v in load_file(CHECKPOINT)
                                                            .items()}, config), strict=True)
     g = torch.Generator().manual_seed(0)
     x_t, c = torch.randn(2, 4, 16, 16, generator=g), baby.encode_text(["a red circle", ""])
@@ -87,7 +87,7 @@ def test_docs_figures_are_remade_and_match_the_page(baby, tmp_path):
     import json
 
     from pix2pix_zero.world import figures
-    committed = json.loads((bench.WORLD_DIR.parents[1] / "docs" / "world" / "figures.json").read_text())
+    committed = json.loads((WORLD_DIR.parents[1] / "docs" / "world" / "figures.json").read_text())
     scene = scenes.Scene(**{k: tuple(v) if isinstance(v, list) else v for k, v in committed["scene"].items()})
     record = figures.make_figures(baby, scene, committed["target"], EditConfig(**committed["config"]), tmp_path)
     for name in record["files"]:

@@ -12,7 +12,8 @@ from pix2pix_zero.models.vae import LATENT_SCALE
 from pix2pix_zero.world import scenes, train
 
 SMALL = dict(n_train=64, vae_channels=(32, 32, 32, 32), vae_crop=32, vae_batch=8, unet_channels=(32, 32, 32, 32),
-             unet_layers=1, unet_batch=8, warmup=2, save_every=1000, vae_lr=2e-3, unet_lr=2e-3)
+             unet_layers=1, unet_batch=8, warmup=2, save_every=1000, vae_lr=2e-3, unet_lr=2e-3, vae_full_steps=2,
+             vae_full_batch=4)
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +27,8 @@ def config(**changes):
 
 def test_vae_steps_lower_the_loss(images, tmp_path, one_thread):
     """On 8 whole scenes (no crops: the loss is not a lottery of crop positions) the L1 falls within 40 steps."""
-    _, stage = train.train_vae(config(vae_steps=40, vae_lr=5e-3, vae_crop=64), images[:8], tmp_path, "cpu")
+    _, (stage, _) = train.train_vae(config(vae_steps=40, vae_lr=5e-3, vae_crop=64, vae_full_steps=0), images[:8],
+                                    tmp_path, "cpu")
     assert np.mean(stage.losses[-10:]) < 0.8 * np.mean(stage.losses[:10])
 
 
@@ -42,10 +44,10 @@ def test_unet_steps_lower_the_loss(images, tmp_path, one_thread):
 def test_resumed_stage_continues_exactly(images, tmp_path, one_thread):
     """4 steps at once, or 2 steps, a saved state, a fresh process's worth of objects, 2 more: the same losses
     and weights (the data generator's state is part of the saved state)."""
-    _, straight = train.train_vae(config(vae_steps=4), images, tmp_path / "a", "cpu")
+    _, (_, straight) = train.train_vae(config(vae_steps=2, vae_full_steps=4), images, tmp_path / "a", "cpu")
     (tmp_path / "b").mkdir()
-    train.train_vae(config(vae_steps=2, save_every=2), images, tmp_path / "b", "cpu")
-    vae, resumed = train.train_vae(config(vae_steps=4), images, tmp_path / "b", "cpu")
+    train.train_vae(config(vae_steps=2, vae_full_steps=2, save_every=2), images, tmp_path / "b", "cpu")
+    vae, (_, resumed) = train.train_vae(config(vae_steps=2, vae_full_steps=4), images, tmp_path / "b", "cpu")
     assert resumed.losses == pytest.approx(straight.losses, rel=1e-6)
     for k, v in straight.ema.items():
         assert torch.allclose(v, resumed.ema[k], atol=1e-6), k
@@ -83,6 +85,13 @@ def test_checkpoint_is_an_ordinary_sd_file(images, tmp_path, one_thread):
                                                   .last_hidden_state)
     assert torch.allclose(ours, stored, atol=2e-2)  # fp16 storage
     assert (ours - stored).abs().max() > 0  # it was stored as fp16, not kept in memory
+    # The heads (32 channels each, not SD 1.x's 8 per layer) are not in the tensors: the .yaml beside says them.
+    assert sd.unet.config.head_dim == cfg.unet_head_dim and sd.unet.config.num_heads is None
+    path.with_suffix(".yaml").unlink()
+    eight_heads = load_sd(path)
+    assert eight_heads.unet.config.num_heads == 8
+    with torch.no_grad():
+        assert (eight_heads.unet(x_t, 500, c) - sd.unet(x_t, 500, c)).abs().max() > 1e-3
 
 
 def test_learning_rate_warms_up_and_decays():

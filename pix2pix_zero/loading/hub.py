@@ -46,9 +46,10 @@ def download_paper_model(target: Path) -> Path:
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError
 
-    manual = (f"Place a Stable Diffusion 1.x checkpoint in {target.parent}/ (a .safetensors file such as "
-              f"v1-5-pruned-emaonly.safetensors, or a diffusers folder of {PAPER_MODEL}), or pass --weights PATH. "
-              f"See {target.parent}/README.md.")
+    manual = (f"Place a Stable Diffusion 1.x/2.x checkpoint in {target.parent}/: a single .safetensors file such "
+              f"as v1-5-pruned-emaonly.safetensors, or a diffusers folder of {PAPER_MODEL} holding "
+              f"{', '.join(DOWNLOAD_FILES)}; or pass --weights PATH. See {target.parent}/README.md. Offline right "
+              "now: `train_free_edit.py world --task circle2square` edits with the shipped baby SD.")
     print(f"No checkpoint in {target.parent}/: downloading {PAPER_MODEL} (safetensors only, ~2.7 GB) to {target}")
     try:
         snapshot_download(PAPER_MODEL, local_dir=target, allow_patterns=DOWNLOAD_FILES)
@@ -68,10 +69,11 @@ def download_paper_model(target: Path) -> Path:
 
 
 def resolve_pretrained(spec: str, aliases: dict[str, str], weights_dir: str | Path, files: list[str],
-                       flag: str, download: bool = True) -> Path:
+                       flag: str, download: bool = True, instead: str = "") -> Path:
     """The folder of a transformers model (BLIP, the language model): `spec` is an alias ("base"), a local
     folder, or a hub id ("google/flan-t5-large") looked for in weights_dir/NAME and else downloaded there.
-    `files` names the files the model needs besides its weights, for the message when it cannot download."""
+    `files` names the files the model needs besides its weights, for the message when it cannot download;
+    `instead`, how to do without the model, ends that message."""
     repo = aliases.get(spec, spec)
     path = Path(repo)
     if path.is_dir():
@@ -82,7 +84,8 @@ def resolve_pretrained(spec: str, aliases: dict[str, str], weights_dir: str | Pa
     if (target / "config.json").is_file() and weight_files(target):
         return target
     manual = (f"Place {repo}'s files ({', '.join(files)} and model.safetensors, or pytorch_model.bin) in "
-              f"{target}/ (from https://huggingface.co/{repo}), or pass {flag} PATH to a folder holding them.")
+              f"{target}/ (from https://huggingface.co/{repo}), or pass {flag} PATH to a folder holding them."
+              + (f" {instead}" if instead else ""))
     if not download:
         raise FileNotFoundError(f"{repo}: not in {target}/ and downloading is off. " + manual)
     from huggingface_hub import snapshot_download

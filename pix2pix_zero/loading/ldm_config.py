@@ -1,8 +1,10 @@
-"""The one setting a single-file checkpoint cannot tell from its tensors: what its UNet predicts.
+"""The settings a single-file checkpoint cannot tell from its tensors: what its UNet predicts, and its heads.
 
 SD 2.x 512-base (eps) and 768-v (v) files have the same keys and shapes. The original LDM config that ships
 beside a checkpoint (`v2-inference-v.yaml`, saved as `<checkpoint stem>.yaml`) says it as
-`model: params: parameterization: "v"`; without that line LDM predicts eps. A line-based reader suffices for
+`model: params: parameterization: "v"`; without that line LDM predicts eps. How the attention width splits
+into heads is not in the tensors either: LDM's `unet_config: params:` gives `num_heads: 8` (SD 1.x) or
+`num_head_channels: 64` (SD 2.x); without a config the family's convention holds. A line-based reader suffices for
 these files (nested `key: value` mappings, comments, lists we pass over), so PyYAML is not a dependency.
 """
 import re
@@ -42,3 +44,23 @@ def yaml_prediction_type(yaml_path: Path) -> str | None:
         raise CheckpointError(f"{yaml_path}: parameterization {parameterization!r} is not supported "
                          f"(only {', '.join(PARAMETERIZATIONS)})")
     return PARAMETERIZATIONS[parameterization]
+
+
+def yaml_heads(yaml_path: Path) -> tuple[int | None, int | None] | None:
+    """(num_heads, head_dim) from an LDM config's UNet params, exactly one of them set; None if there is no
+    such file or it names neither. LDM writes num_heads: -1 when num_head_channels decides."""
+    if not yaml_path.is_file():
+        return None
+    text, prefix = yaml_path.read_text(), "model.params.unet_config.params."
+    values = {}
+    for key in ("num_heads", "num_head_channels"):
+        value = yaml_value(text, prefix + key)
+        if value is not None:
+            try:
+                values[key] = int(value)
+            except ValueError:
+                raise CheckpointError(f"{yaml_path}: {key} must be an integer, not {value!r}") from None
+    channels, heads = values.get("num_head_channels", -1), values.get("num_heads", -1)
+    if channels > 0:
+        return None, channels
+    return (heads, None) if heads > 0 else None

@@ -22,7 +22,7 @@ from ..models.vae import AutoencoderKL, VAEConfig
 from . import convert, openclip
 from .checkpoint import CheckpointError, SafetensorsFile, group_keys, load_strict
 from .clip_text import load_tokenizer, new_text_encoder, text_config, text_encoder_state_dict
-from .ldm_config import yaml_prediction_type
+from .ldm_config import yaml_heads, yaml_prediction_type
 
 PARTS = {"unet": "model.diffusion_model.", "vae": "first_stage_model.", "text": "cond_stage_model.transformer."}
 # Keys real checkpoints carry that no model here uses: LDM's diffusion-schedule buffers (we recompute the
@@ -116,8 +116,10 @@ def detect_family(unet_shapes: dict[str, tuple[int, ...]]) -> str:
     return "sd2" if len(unet_shapes["mid_block.attentions.0.proj_in.weight"]) == 2 else "sd1"
 
 
-def unet_config(shapes: dict[str, tuple[int, ...]], family: str) -> UNetConfig:
-    """UNetConfig from tensor shapes (our key names) and the family's head convention."""
+def unet_config(shapes: dict[str, tuple[int, ...]], family: str,
+                heads: tuple[int | None, int | None] | None = None) -> UNetConfig:
+    """UNetConfig from tensor shapes (our key names) and (num_heads, head_dim) if the checkpoint's config gives
+    them, else the family's head convention (SD 1.x: 8 heads; SD 2.x: heads of 64 channels)."""
     levels = 1 + max(int(k.split(".")[1]) for k in shapes if k.startswith("down_blocks."))
     linear = len(shapes["down_blocks.0.attentions.0.proj_in.weight"]) == 2 if \
         "down_blocks.0.attentions.0.proj_in.weight" in shapes else family == "sd2"
@@ -128,7 +130,25 @@ def unet_config(shapes: dict[str, tuple[int, ...]], family: str) -> UNetConfig:
         layers_per_block=len({k.split(".")[3] for k in shapes if k.startswith("down_blocks.0.resnets.")}),
         attention_levels=tuple(f"down_blocks.{i}.attentions.0.norm.weight" in shapes for i in range(levels)),
         context_dim=context, linear_projection=linear,
-        num_heads=None if family == "sd2" else 8, head_dim=64 if family == "sd2" else None)
+        num_heads=heads[0] if heads else None if family == "sd2" else 8,
+        head_dim=heads[1] if heads else 64 if family == "sd2" else None)
+
+
+def folder_heads(config_path: Path) -> tuple[int | None, int | None] | None:
+    """(num_heads, head_dim) from a diffusers unet/config.json. Its `attention_head_dim` is, for SD 1.x/2.x, the
+    number of heads (an int: the same at every level) or a list of them per level (SD 2.x: 5, 10, 20, 20), which
+    UNetConfig expresses as a constant head width; `num_attention_heads`, when set, says the same."""
+    config = json.loads(config_path.read_text())
+    heads = config.get("num_attention_heads") or config.get("attention_head_dim")
+    if heads is None:
+        return None
+    if isinstance(heads, int):
+        return heads, None
+    widths = {c // h for c, h in zip(config["block_out_channels"], heads)}
+    if len(widths) != 1 or any(c % h for c, h in zip(config["block_out_channels"], heads)):
+        raise CheckpointError(f"{config_path}: heads per level {heads} for widths {config['block_out_channels']} "
+                              "are neither the same count nor the same width at every level")
+    return None, widths.pop()
 
 
 def vae_config(shapes: dict[str, tuple[int, ...]]) -> VAEConfig:
@@ -180,15 +200,17 @@ def read_layout(path: str | Path) -> Layout:
         scheduler = path / "scheduler" / "scheduler_config.json"
         found_type = json.loads(scheduler.read_text()).get("prediction_type", "epsilon") if scheduler.is_file() \
             else "epsilon"
+        heads = folder_heads(path / "unet" / "config.json") if (path / "unet" / "config.json").is_file() else None
     elif path.is_file():
         refs, skipped = single_file_refs(SafetensorsFile(path))
         found_type = yaml_prediction_type(path.with_suffix(".yaml"))  # None if no LDM config is beside the file
+        heads = yaml_heads(path.with_suffix(".yaml"))
     else:
         raise CheckpointError(f"{path}: no such file or folder")
     shapes = {part: {k: f.shape(key) for k, (f, key) in r.items()} for part, r in refs.items()}
     try:  # a key the shapes are read from is missing, or the keys do not follow the layout
         family = detect_family(shapes["unet"])
-        ucfg, vcfg = unet_config(shapes["unet"], family), vae_config(shapes["vae"])
+        ucfg, vcfg = unet_config(shapes["unet"], family, heads), vae_config(shapes["vae"])
         tcfg = text_config(shapes["text"], FAMILIES[family]["hidden_act"])
     except (KeyError, ValueError, StopIteration) as e:
         raise CheckpointError(f"{path}: cannot infer the model shapes from the weights ({type(e).__name__}: {e}); "

@@ -1,6 +1,6 @@
-"""Argument builders and checks shared by the commands of train_free_edit.py (edit, directions, pie-bench):
-the model flags and loading, one flag per EditConfig field, and where sentences come from. Heavy modules are
-imported inside the functions, so --help and argument errors stay fast.
+"""Argument builders and checks shared by the commands of the command line (cli.py: edit, directions, pie-bench,
+world): the model flags and loading, one flag per EditConfig field, and where sentences come from. Models and
+the modules that build them are imported inside the functions, so --help and argument errors load none.
 """
 import argparse
 import dataclasses
@@ -13,15 +13,34 @@ from pathlib import Path
 import torch
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+COMMANDS_HELP = """commands (the first word; `COMMAND --help` for each):
+  edit          edit images, folders, saved inversions or synthetic images (the default)
+  directions    compute, save and list edit directions delta_c
+  evaluate      measure edits against their inputs (CLIP, structure, background)
+  pie-bench     run PIE-Bench's editing categories
+  world         edit a scene of the generated-scenes world with its baby SD (offline)
+  world-bench   measure the method on held-out scenes with ground truth
+  app           the web app (pip install -e ".[app]")"""
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults shown once: not for flags whose default is None (their help says what None means) or whose help
+    already names its default; descriptions and epilogs keep their line breaks."""
+
+    def _get_help_string(self, action):
+        if action.default is None or "default:" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
 
 
 def model_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model")
     g.add_argument("--weights", help="checkpoint: a .safetensors file or diffusers folder (default: the one in "
                                      "weights/, else download CompVis/stable-diffusion-v1-4)")
-    g.add_argument("--weights-dir", default="weights", help="where to look for checkpoints (default: weights)")
+    g.add_argument("--weights-dir", default="weights", help="where to look for checkpoints")
     g.add_argument("--prediction-type", choices=["epsilon", "v_prediction"], help="override the checkpoint's")
-    g.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    g.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                   help="where the models run: cpu, cuda, cuda:N or mps (default: cuda if torch sees a GPU, else cpu)")
     g.add_argument("--dtype", choices=list(DTYPES), default="fp32", help="UNet and text encoder (bf16: fast on "
                    "CPUs with AVX-512 BF16/AMX and on GPUs; fp16: GPUs only)")
     g.add_argument("--vae-dtype", choices=list(DTYPES), default="fp32", help="the VAE's (fp16 may overflow)")

@@ -30,7 +30,7 @@ from .files import atomic_path
 from .heatmap import WordAttention, word_token_indices
 from .image import Geometry, load_image, plan_geometry, save_png, side_by_side, tensor_to_pil
 from .inversion_file import Inversion
-from .sentences import SentenceOptions, origin_of, word_direction
+from .sentences import SentenceOptions, origin_of, read_direction, word_direction
 
 # The settings-file key of pipeline.reconstruction_errors (latent RMS, PSNRs; null = infinite PSNR, no error).
 MEASURED = "reconstruction"
@@ -46,6 +46,8 @@ class Job:
     negative_prompt: str | None = None  # default: the caption (real images), "" (synthetic)
     source_sentences: str | None = None  # a text file, one sentence a line; None: the built-in templates
     target_sentences: list[str | None] = field(default_factory=list)  # one per target, or empty
+    direction_files: list[str] = field(default_factory=list)  # delta_c files (`directions --out`), one per target
+    overwrite: bool = False  # replace an edit made under the same name with other settings (else refuse)
     size: int = 512  # the shorter image side (image.py's size policy)
     pad: bool = False  # pad to multiples of 64 instead of cropping
     save_attention: bool = False
@@ -88,6 +90,7 @@ def settings_record(sd: StableDiffusion, job: Job, config: EditConfig, input_nam
             "source": job.source, "target": target,
             "source_sentences": origin_of(job.source_sentences, job.sentence_options),
             "target_sentences": origin_of(target_sentences, job.sentence_options),
+            **({"direction_file": job.direction_files[job.targets.index(target)]} if job.direction_files else {}),
             "size": list(size), "config": config.to_dict(),
             "checkpoint": {"path": sd.source, "identity": sd.identity, "family": sd.family,
                            "prediction_type": sd.prediction_type},
@@ -166,11 +169,18 @@ def run(sd: StableDiffusion, job: Job, config: EditConfig, out_dir: str | os.Pat
             record["inverted_with"] = src.inverted_with
         if src.geometry is not None:
             record["geometry"] = src.geometry.to_dict()
+        elif src.inverted_with is not None and "geometry" in src.inverted_with:  # the image the inversion was of
+            record["geometry"] = src.inverted_with["geometry"]
         if image_path is not None:
             record["input_sha256"] = hashlib.sha256(Path(image_path).read_bytes()).hexdigest()
     todo = [(t, s) for t, s in targets if not done(out_dir, bases[t], records[t])]
     if not todo:
         return []
+    for t, _ in todo:
+        if not job.overwrite and (changed := changed_settings(out_dir, bases[t], records[t])):
+            raise ValueError(f"{out_dir / bases[t]}.png exists, made with other settings ({', '.join(changed[:5])}"
+                             f"{', ...' if len(changed) > 5 else ''}): pass --overwrite to replace it, or choose "
+                             "another --out")
     invert_now = src.image is not None
     outputs = [out_dir / f"{b}{ext}" for b in bases.values() for ext in (".png", ".json", "-side_by_side.png")]
     outputs += [out_dir / f"{src.stem}-reconstruction.png"]
@@ -188,8 +198,10 @@ def run(sd: StableDiffusion, job: Job, config: EditConfig, out_dir: str | os.Pat
             heat = WordAttention(tokens, src.latent_hw)
         else:
             print(f"note: '{job.source}' is not a word of the caption '{src.caption}'; no attention map saved")
-    directions = [word_direction(sd, job.source, t, job.source_sentences, s, job.cache_dir, job.sentence_options)
-                  .delta_c for t, s in todo]
+    files = dict(zip(job.targets, job.direction_files))
+    directions = [read_direction(files[t], sd.text_encoder.config.hidden_size) if t in files else
+                  word_direction(sd, job.source, t, job.source_sentences, s, job.cache_dir, job.sentence_options).delta_c
+                  for t, s in todo]
     # Everything is computed before anything is written: an image that fails (e.g. NaN at some step) leaves no
     # file under a final name, so a later run redoes it.
     result = edit_image(sd, src.image, src.caption, job.source, [t for t, _ in todo], config,
@@ -200,11 +212,15 @@ def run(sd: StableDiffusion, job: Job, config: EditConfig, out_dir: str | os.Pat
     written = []
     if invert_now:
         settings = result.settings["config"] | {"prediction_type": sd.prediction_type, "caption_from": job.caption_from,
-                                                "input_sha256": records[todo[0][0]]["input_sha256"]}
+                                                "input_sha256": records[todo[0][0]]["input_sha256"],
+                                                "input": str(image_path)}
+        if src.geometry is not None:
+            settings["geometry"] = src.geometry.to_dict()
         written.append(Inversion(result.x_inv, result.x0, src.caption, sd.identity, settings, result.x_path)
                        .save(out_dir / f"{src.stem}-inversion.safetensors"))
     reconstruction = tensor_to_pil(result.reconstruction)
-    written.append(save_png(reconstruction, out_dir / f"{src.stem}-reconstruction.png"))
+    if src.inverted is None:  # a re-edit of a saved inversion leaves the reconstruction made with it alone
+        written.append(save_png(reconstruction, out_dir / f"{src.stem}-reconstruction.png"))
     if heat is not None:
         written.append(save_png(heat.overlay(result.image), out_dir / attention_name(src.stem, job.source)))
         written.append(save_png(heat.grayscale(tuple(result.image.shape[-2:])),
@@ -217,6 +233,24 @@ def run(sd: StableDiffusion, job: Job, config: EditConfig, out_dir: str | os.Pat
         measured = {key: None if math.isinf(value) else value for key, value in result.reconstruction_error.items()}
         written.append(write_json(records[target] | {MEASURED: measured}, out_dir / f"{bases[target]}.json"))
     return written
+
+
+def changed_settings(out_dir: Path, base: str, record: dict) -> list[str]:
+    """The settings (top-level keys, config fields as config.NAME) of an earlier edit under this name that differ
+    from `record`; empty if there is none, or it is the same edit."""
+    settings = out_dir / f"{base}.json"
+    if not (out_dir / f"{base}.png").is_file():
+        return []
+    try:
+        saved = json.loads(settings.read_text())
+    except (json.JSONDecodeError, OSError):
+        return ["(its settings file is missing or unreadable)"]
+    saved.pop(MEASURED, None)
+    new = json.loads(json.dumps(record))
+    keys = [k for k in sorted(set(saved) | set(new)) if k != "config" and saved.get(k) != new.get(k)]
+    old_config, new_config = saved.get("config", {}), new.get("config", {})
+    return keys + [f"config.{k}" for k in sorted(set(old_config) | set(new_config))
+                   if old_config.get(k) != new_config.get(k)]
 
 
 def done(out_dir: Path, base: str, record: dict) -> bool:

@@ -42,7 +42,8 @@ def load_captioner(spec: str = "base", weights_dir: str | os.PathLike = "weights
                    dtype: torch.dtype = torch.float32) -> Captioner:
     """BLIP from `spec`: "base", "large", a hub id, or a local folder in transformers' layout."""
     from transformers import AutoTokenizer, BlipForConditionalGeneration
-    folder = resolve_pretrained(spec, CAPTIONERS, weights_dir, FILES, "--captioner")
+    folder = resolve_pretrained(spec, CAPTIONERS, weights_dir, FILES, "--captioner",
+                                instead='Or give the caption with --prompt "a photo of ...": no captioner is needed.')
     try:
         model = BlipForConditionalGeneration.from_pretrained(folder, dtype=dtype).to(device).eval()
         tokenizer = AutoTokenizer.from_pretrained(folder)

@@ -38,13 +38,17 @@ MAX_STEM_BYTES = 100  # leaves room for "-SOURCE2TARGET-side_by_side.png" under 
 EXIT_DONE, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
 
 
-def input_images(path: str | os.PathLike) -> list[Path]:
+def input_images(path: str | os.PathLike, log: Callable[[str], None] = print) -> list[Path]:
     """An image file, or every image file directly inside a folder, sorted by name (hidden files and names
-    without an image suffix are not inputs; a file with an image suffix that is no image fails when read)."""
+    without an image suffix are not inputs, and each of the latter gets a line; a file with an image suffix that
+    is no image fails when read)."""
     path = Path(path)
     if path.is_dir():
-        images = sorted(p for p in path.iterdir()
-                        if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file())
+        files = sorted(p for p in path.iterdir() if not p.name.startswith(".") and p.is_file())
+        images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
+        for p in files:
+            if p.suffix.lower() not in IMAGE_SUFFIXES:
+                log(f"skipped: {p}: not an image file name ({', '.join(sorted(IMAGE_SUFFIXES))})")
         if not images:
             raise FileNotFoundError(f"{path}: no images in this folder ({', '.join(sorted(IMAGE_SUFFIXES))})")
         return images
@@ -168,7 +172,8 @@ def edit_inputs(images: list[Path | None], stems: dict, job: Job, config: EditCo
     sd = load_model() if todo else None
     for image in todo:
         name = str(image or inversion_path or "synthetic")
-        stem = stems.get(image) or "synthetic"
+        stem = stems.get(image) or (Path(inversion_path).stem.removesuffix("-inversion") if inversion_path else
+                                    "synthetic")
         start = time.perf_counter()
         try:
             written = run(sd, dataclasses.replace(job, prompt=captions[image], caption_from=caption_from), config,
@@ -182,7 +187,7 @@ def edit_inputs(images: list[Path | None], stems: dict, job: Job, config: EditCo
             if image is None:  # a saved inversion or a synthetic image: the run's only input
                 raise
             outcome = Outcome(name, stem, "failed", failure_reason(e))
-            log_error(f"error: {name}: {outcome.reason}")
+            log_error(f"error: {name}: {outcome.reason.removeprefix(name + ': ')}")  # the file named once
             release_memory()
         outcome.seconds = round(time.perf_counter() - start, 3)
         outcomes[image] = outcome
@@ -236,7 +241,8 @@ def report(record: dict, log: Callable[[str], None] = print) -> None:
     log(f"{c['done']} done, {c['skipped']} already done, {c['failed']} failed")
     for entry in record["inputs"]:
         if entry["status"] == "failed":
-            log(f"  failed: {entry['input']}: {entry['reason']}")
+            reason = entry["reason"] or ""  # our messages begin with the file already; say it once
+            log(f"  failed: {entry['input']}: {reason.removeprefix(entry['input'] + ': ')}")
 
 
 def check_output_folder(out_dir: str | os.PathLike, input_path: str | os.PathLike | None) -> None:
@@ -246,8 +252,33 @@ def check_output_folder(out_dir: str | os.PathLike, input_path: str | os.PathLik
     if input_path is not None and Path(input_path).is_dir() and Path(input_path).resolve() == out_dir.resolve():
         raise ValueError(f"--out {out_dir} is the input folder: the outputs would become inputs of the next run; "
                          "choose another --out")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"--out {out_dir} is a file, not a folder: give a folder (it is made if missing)")
+    if not out_dir.exists():  # made by the first output written, so a run that fails early leaves no empty folder
+        parent = next(p for p in out_dir.absolute().parents if p.exists())
+        if not parent.is_dir():
+            raise ValueError(f"--out {out_dir}: {parent} is a file, not a folder")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise OutputError(f"--out {out_dir}: cannot create it, {parent} is not writable")
+        return
     # A name unique to this process: torchrun ranks probe the same folder at the same moment.
     probe = out_dir / f".write-test-{os.getpid()}-{secrets.token_hex(4)}"
     with atomic_path(probe) as tmp:  # OutputError naming the folder if it cannot be written
         tmp.write_bytes(b"")
     probe.unlink()
+
+
+def finish_summary(record: dict, out_dir: str | os.PathLike, rank) -> tuple[dict, Path]:
+    """Write this process's summary; under torchrun rank 0 gathers every rank's and writes the merged one, and a
+    --shard run merges the shard files present. Returns the record to report and the file that holds it."""
+    from . import distributed
+    written = write_summary(record, summary_path(out_dir, (rank.index, rank.count)))
+    if rank.torchrun:
+        records = distributed.gather_json(record, rank)
+        if records is not None:
+            record = merge_summaries(records)
+            written = write_summary(record, summary_path(out_dir))
+        distributed.finish()
+    elif rank.count > 1:
+        written = merge_shard_files(out_dir, rank.count) or written
+    return record, written

@@ -47,7 +47,8 @@ class LanguageModel:
 def load_language_model(spec: str = DEFAULT_LM, weights_dir: str | os.PathLike = "weights", device="cpu",
                         dtype: torch.dtype = torch.float32) -> LanguageModel:
     from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
-    folder = resolve_pretrained(spec, LANGUAGE_MODELS, weights_dir, FILES, "--lm")
+    folder = resolve_pretrained(spec, LANGUAGE_MODELS, weights_dir, FILES, "--lm",
+                                instead="Or use --sentences templates (offline), or sentence files.")
     try:
         model = AutoModelForSeq2SeqLM.from_pretrained(folder, dtype=dtype).to(device).eval()
         tokenizer = AutoTokenizer.from_pretrained(folder)

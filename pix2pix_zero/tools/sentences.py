@@ -234,3 +234,51 @@ def cached_directions(cache_dir: str | os.PathLike) -> list[tuple[Path, dict]]:
         except (SafetensorError, OSError):
             found.append((path, {"damaged": "yes"}))
     return found
+
+
+def write_direction(path: str | os.PathLike, direction: Direction, source: str, target: str, checkpoint: str) -> Path:
+    """delta_c (1, L, D) to a .safetensors file, with where it came from; `read_direction` reads it back."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        save_file({"delta_c": direction.delta_c.contiguous().cpu()}, tmp,
+                  metadata={"source": source, "target": target, "checkpoint": checkpoint,
+                            "source_origin": direction.source.origin, "target_origin": direction.target.origin})
+    return path
+
+
+def read_direction(path: str | os.PathLike, D: int) -> torch.Tensor:
+    """delta_c (1, L, D) float32 from a file `write_direction` (`directions --out`) made, checked against the text
+    encoder's width D; ValueError naming the file and the problem otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such direction file (make one with `train_free_edit.py directions "
+                                "--source WORD --target WORD --out FILE`)")
+    try:
+        tensors = load_file(path)
+    except (SafetensorError, OSError) as e:
+        raise ValueError(f"{path}: not a readable .safetensors direction file ({e})") from None
+    if "delta_c" not in tensors:
+        raise ValueError(f"{path}: holds no delta_c tensor (it has {', '.join(sorted(tensors)) or 'none'})")
+    delta_c = tensors["delta_c"]
+    if delta_c.dim() != 3 or delta_c.shape[:2] != (1, L) or not delta_c.is_floating_point():
+        raise ValueError(f"{path}: delta_c must be a float tensor (1, {L}, D), not {tuple(delta_c.shape)}")
+    if delta_c.shape[2] != D:
+        raise ValueError(f"{path}: delta_c has width {delta_c.shape[2]} but this checkpoint's text encoder has {D}; "
+                         "make the direction with the same checkpoint (--weights) as the edit")
+    return delta_c.float()
+
+
+def print_cached_directions(cache_dir: str | os.PathLike) -> int:
+    """`directions --list`: every cached direction with its provenance."""
+    found = cached_directions(cache_dir)
+    if not found:
+        print(f"no cached directions in {cache_dir}/directions/")
+    for path, meta in found:
+        if "damaged" in meta or "source" not in meta:
+            print(f"{path}: damaged (rebuilt on next use)")
+            continue
+        print(f"{path}: {meta['source']} -> {meta['target']}, |delta_c| {meta['norm']}, cosine {meta['cosine']}, "
+              f"text encoder {meta['text_encoder']}\n"
+              f"    {meta['source']}: {meta['source_count']} sentences, {meta['source_origin']}\n"
+              f"    {meta['target']}: {meta['target_count']} sentences, {meta['target_origin']}")
+    return 0

@@ -9,7 +9,6 @@ from one sentence.
 """
 import time
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -18,12 +17,9 @@ from .. import editing, inversion
 from ..config import EditConfig
 from ..directions import edit_direction, template_sentences
 from ..pipeline import edit_image, setting_rules
-from . import scenes
+from . import SENTENCE_SOURCES, scenes
 from .measure import measure_edit
 
-SENTENCE_SOURCES = ("world", "templates", "one")
-WORLD_DIR = Path(__file__).resolve().parents[2] / "weights" / "world"
-CHECKPOINT = WORLD_DIR / "baby-sd.safetensors"
 ABLATION_METRICS = ("success", "colour_error", "centroid_error", "psnr_bg", "psnr_recon")
 
 

@@ -9,14 +9,14 @@ import sys
 import time
 from pathlib import Path
 
-from ..tools.arguments import DTYPES, config_args
+from ..tools.arguments import DTYPES, HelpFormatter, config_args
 
 FAST_TABLE = ("success", "centroid_error", "size_error", "colour_error", "psnr_bg", "ssim_bg", "psnr_recon",
               "seconds")
 
 
 def world_args(p: argparse.ArgumentParser) -> None:
-    from .bench import CHECKPOINT, SENTENCE_SOURCES, WORLD_DIR
+    from . import CHECKPOINT, SENTENCE_SOURCES, WORLD_DIR
     g = p.add_argument_group("world")
     g.add_argument("--weights", default=str(CHECKPOINT), help="the baby SD checkpoint")
     g.add_argument("--classifier", default=str(WORLD_DIR / "shape-classifier.safetensors"),
@@ -44,7 +44,7 @@ def config_from(a: argparse.Namespace):
 
 
 def main_world(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="train_free_edit.py world", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    p = argparse.ArgumentParser(prog="train_free_edit.py world", formatter_class=HelpFormatter,
                                 description="Edit one held-out scene of the generated-scenes world with the baby SD "
                                             "and measure it against the truth.")
     p.add_argument("--task", default="circle2square", help="SOURCE2TARGET over circle, square, triangle, star")
@@ -127,7 +127,7 @@ def write_csv(rows: list[dict], path: Path) -> None:
 
 def main_world_bench(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="train_free_edit.py world-bench",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                                formatter_class=HelpFormatter,
                                 description="Edit held-out world scenes and measure them against the truth: a table "
                                             "with 95%% bootstrap intervals, a CSV and a contact sheet.")
     p.add_argument("--tasks", nargs="+", default=["circle2square", "square2circle", "triangle2star", "star2triangle"],

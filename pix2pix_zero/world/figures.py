@@ -22,7 +22,7 @@ from ..noise_reg import kl_loss, noise_pyramid, pair_loss_exact, regularize_eps
 from ..tools.files import atomic_path
 from ..tools.heatmap import WordAttention, word_token_indices
 from ..tools.image import tensor_to_pil
-from . import bench, scenes
+from . import CHECKPOINT, bench, scenes
 
 CELL = 96
 
@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--task", default="circle2square")
     p.add_argument("--scene", type=int, default=0)
     p.add_argument("--steps", type=int, default=50)
-    p.add_argument("--weights", default=str(bench.CHECKPOINT))
+    p.add_argument("--weights", default=str(CHECKPOINT))
     a = p.parse_args(argv)
     from ..loading.load import load_sd
     source, target = bench.parse_task(a.task)

@@ -52,10 +52,19 @@ class TrainConfig:
     vae_lr: float = 1e-3
     vae_kl: float = 1e-4  # weight of the KL term, per latent element, against the L1 per pixel
     vae_init_logvar: float = -6.0
+    # then the whole 128 px image: GroupNorm with one channel per group normalises over the image, so statistics
+    # learnt on crops differ from the full image's (a colour haze); this phase trains on what encode/decode see
+    vae_full_steps: int = 800
+    vae_full_batch: int = 8
+    vae_full_lr: float = 3e-4
     # UNet: SD 1.x's topology (cross-attention at three levels and the middle: 16 maps per step), small widths
     unet_channels: tuple[int, ...] = (32, 64, 128, 128)
     unet_layers: int = 2
-    unet_steps: int = 3000
+    # heads of 32 channels (1, 2, 4, 4 by level) rather than SD 1.x's 8 heads everywhere: heads of 4 channels made
+    # CPU attention 37% of a training step; with 32 a step took 0.50 s instead of 0.78 s. The checkpoint's
+    # LDM config beside it (baby-sd.yaml) says so, as SD 2.x's does for its heads of 64.
+    unet_head_dim: int = 32
+    unet_steps: int = 4500
     unet_batch: int = 32
     unet_lr: float = 6e-4
     uncond_prob: float = 0.1  # captions replaced by "" (classifier-free guidance)
@@ -75,7 +84,7 @@ class TrainConfig:
 
     def unet_config(self) -> UNetConfig:
         return UNetConfig(block_out_channels=self.unet_channels, layers_per_block=self.unet_layers,
-                          context_dim=self.text_width)
+                          context_dim=self.text_width, num_heads=None, head_dim=self.unet_head_dim)
 
     def vae_config(self) -> VAEConfig:
         return VAEConfig(block_out_channels=self.vae_channels, layers_per_block=self.vae_layers)
@@ -149,7 +158,7 @@ class Stage:
         self.losses.append(loss.item())
         self.seconds += time.perf_counter() - started
         self.bar.update(1)
-        self.bar.set_postfix(loss=f"{np.mean(self.losses[-50:]):.4f}")
+        self.bar.set_postfix(loss=f"{np.mean(self.losses[-50:]):.4f}", refresh=False)
         if self.step % self.config.save_every == 0 or self.step == self.steps:
             self.save()
 
@@ -167,8 +176,9 @@ class Stage:
             torch.save(state, tmp)
 
 
-def train_vae(config: TrainConfig, images: np.ndarray, work: Path, device) -> tuple[AutoencoderKL, Stage]:
-    """L1 + kl * KL(q(z|x) || N(0, I)) on random crops; returns the EMA weights' VAE."""
+def train_vae(config: TrainConfig, images: np.ndarray, work: Path, device) -> tuple[AutoencoderKL, list[Stage]]:
+    """L1 + kl * KL(q(z|x) || N(0, I)) on random crops, then on whole images; the EMA weights' VAE and both
+    stages."""
     torch.manual_seed(config.seed)  # NOTE: module init only; every data draw below uses the stage's generator
     vae = AutoencoderKL(config.vae_config()).to(device)
     with torch.no_grad():
@@ -181,11 +191,21 @@ def train_vae(config: TrainConfig, images: np.ndarray, work: Path, device) -> tu
             if name.endswith(("conv2", "to_out.0")):
                 module.weight.zero_()
                 module.bias.zero_()
-    stage = Stage("vae", work, vae, config.vae_lr, config.seed + 1, config.vae_steps, config)
-    g, crop = stage.generator, config.vae_crop
-    while stage.step < config.vae_steps:
+    crops = Stage("vae", work, vae, config.vae_lr, config.seed + 1, config.vae_steps, config)
+    vae_steps(vae, crops, images, config.vae_batch, config.vae_crop, config, device)
+    full = Stage("vae-full", work, crops.finish().train(), config.vae_full_lr, config.seed + 6, config.vae_full_steps,
+                 config)
+    vae_steps(vae, full, images, config.vae_full_batch, config.size, config, device)
+    return full.finish(), [crops, full]
+
+
+def vae_steps(vae: AutoencoderKL, stage: Stage, images: np.ndarray, batch: int, crop: int, config: TrainConfig,
+              device) -> None:
+    """The stage's remaining steps of L1 + kl * KL on random `crop` px crops."""
+    g = stage.generator
+    while stage.step < stage.steps:
         start = time.perf_counter()
-        index = torch.randint(len(images), (config.vae_batch,), generator=g).numpy()
+        index = torch.randint(len(images), (batch,), generator=g).numpy()
         top, left = torch.randint(config.size - crop + 1, (2,), generator=g).tolist()
         x = to_tensor(images[index, top:top + crop, left:left + crop], device)  # (B, 3, crop, crop)
         mean, logvar = vae.encode(x)
@@ -194,7 +214,6 @@ def train_vae(config: TrainConfig, images: np.ndarray, work: Path, device) -> tu
         kl = 0.5 * (mean ** 2 + logvar.exp() - 1 - logvar).mean()
         loss = (reconstruction - x).abs().mean() + config.vae_kl * kl
         stage.update(loss, start)
-    return stage.finish(), stage
 
 
 @torch.no_grad()
@@ -269,13 +288,43 @@ def frozen_text_encoder(config: TrainConfig, device):
     return text_encoder.to(device).eval().requires_grad_(False)
 
 
+def ldm_yaml(config: TrainConfig) -> str:
+    """The original LDM config of the checkpoint (what `v1-inference.yaml` is to SD 1.4), at the baby's sizes:
+    the loader reads the prediction type and the heads from it (loading/ldm_config.py)."""
+    u, v = config.unet_config(), config.vae_config()
+    attention = [2 ** i for i, on in enumerate(u.attention_levels) if on][::-1]
+    return "\n".join([
+        "# LDM config of the world's baby SD (python -m pix2pix_zero.world.train); read by loading/ldm_config.py",
+        "model:", "  target: ldm.models.diffusion.ddpm.LatentDiffusion", "  params:",
+        "    parameterization: eps", "    linear_start: 0.00085", "    linear_end: 0.0120", "    timesteps: 1000",
+        f"    image_size: {config.size // 8}", "    channels: 4", f"    scale_factor: {LATENT_SCALE}",
+        "    unet_config:", "      target: ldm.modules.diffusionmodules.openaimodel.UNetModel", "      params:",
+        f"        image_size: {config.size // 8}", "        in_channels: 4", "        out_channels: 4",
+        f"        model_channels: {u.block_out_channels[0]}", f"        attention_resolutions: {attention}",
+        f"        num_res_blocks: {u.layers_per_block}",
+        f"        channel_mult: {[c // u.block_out_channels[0] for c in u.block_out_channels]}",
+        "        num_heads: -1", f"        num_head_channels: {u.head_dim}", "        use_spatial_transformer: true",
+        "        transformer_depth: 1", f"        context_dim: {u.context_dim}", "        legacy: false",
+        "    first_stage_config:", "      target: ldm.models.autoencoder.AutoencoderKL", "      params:",
+        f"        embed_dim: {v.latent_channels}", "        ddconfig:", "          double_z: true",
+        f"          z_channels: {v.latent_channels}", f"          resolution: {config.size}", "          in_channels: 3",
+        "          out_ch: 3", f"          ch: {v.block_out_channels[0]}",
+        f"          ch_mult: {[c // v.block_out_channels[0] for c in v.block_out_channels]}",
+        f"          num_res_blocks: {v.layers_per_block}", "          attn_resolutions: []", "          dropout: 0.0",
+        "    cond_stage_config:  # a 2-layer CLIP text transformer of width "
+        f"{config.text_width} (frozen random), CLIP's tokenizer", ""])
+
+
 def write_checkpoint(path: Path, config: TrainConfig, unet: UNet, vae: AutoencoderKL, text_encoder,
                      metadata: dict) -> Path:
-    """The single-file SD layout, stored in fp16 (the loader casts to the dtype asked for)."""
+    """The single-file SD layout, stored in fp16 (the loader casts to the dtype asked for), and its LDM config
+    beside it (same stem, .yaml)."""
     half = lambda module: {k: v.detach().cpu().half().contiguous() for k, v in module.state_dict().items()}
     text = {k if k.startswith("text_model.") else "text_model." + k: v for k, v in half(text_encoder).items()}
     sd = single_file_state_dict(config.unet_config(), config.vae_config(), half(unet), half(vae))
     sd |= {"cond_stage_model.transformer." + k: v for k, v in text.items()}
+    with atomic_path(path.with_suffix(".yaml")) as tmp:  # first: the weights are read wrongly without it
+        tmp.write_text(ldm_yaml(config))
     with atomic_path(path) as tmp:
         save_file(sd, tmp, metadata={k: json.dumps(v) for k, v in metadata.items()})
     return path
@@ -346,11 +395,12 @@ def main(argv: list[str] | None = None) -> int:
               "threads": torch.get_num_threads()}
     curves = {}
     if "vae" in config.stages or "unet" in config.stages:
-        vae, vae_stage = train_vae(config, images, work, device)
+        vae, (crops, full) = train_vae(config, images, work, device)
         report["latent_rescale"] = scale_latents(vae, images, device)
-        curves["VAE (L1 + KL)"] = vae_stage.losses
-        report["vae"] = {"steps": vae_stage.step, "seconds": round(vae_stage.seconds),
-                         "final_loss": float(np.mean(vae_stage.losses[-100:]))}
+        curves["VAE (L1 + KL)"] = crops.losses + full.losses
+        report["vae"] = {"steps": crops.step + full.step, "seconds": round(crops.seconds + full.seconds),
+                         "final_loss": float(np.mean(full.losses[-100:])),
+                         "crop_phase": {"steps": crops.step, "final_loss": float(np.mean(crops.losses[-100:]))}}
         text_encoder, tokenizer = frozen_text_encoder(config, device), load_tokenizer()
         if "unet" in config.stages:
             latents = encode_dataset(vae, images, work, device)

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import torch
 
-from pix2pix_zero.tools.arguments import (check_model_args, config_args, load_model, model_args, sentence_args,
-                                          sentence_options)
+from pix2pix_zero.tools.arguments import (HelpFormatter, check_model_args, config_args, load_model, model_args,
+                                          sentence_args, sentence_options)
 
 
 def evaluation_args(p: argparse.ArgumentParser) -> None:
@@ -29,7 +29,7 @@ def evaluation_args(p: argparse.ArgumentParser) -> None:
 def evaluate_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="train_free_edit.py evaluate", description="Score edits against their inputs: "
                                 "CLIP-Acc, CLIP score, structure distance, background and reconstruction fidelity.",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("--input", required=True, help="the image file or folder that was edited")
     p.add_argument("--edits", action="append", required=True, help="a folder of edits (the edit command's --out); "
                    "repeat to compare several side by side (differences against the first)")
@@ -42,7 +42,7 @@ def evaluate_parser() -> argparse.ArgumentParser:
                    "images, whole frame (PIE-Bench); exact: edited pixels left out")
     p.add_argument("--structure-mode", choices=["splice", "pie"], default="splice", help="DINO preprocessing: splice "
                    "(the original, [0, 1] pixels) or pie (PIE-Bench's 0..255)")
-    p.add_argument("--csv", help="one CSV of every row, instead of evaluation.csv in each --edits folder")
+    p.add_argument("--csv", help="one CSV of every row, instead of evaluation-SOURCE2TARGET.csv in each --edits folder")
     p.add_argument("--weights-dir", default="weights", help="where models are looked for and downloaded")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -53,9 +53,9 @@ def evaluate_parser() -> argparse.ArgumentParser:
 def main_evaluate(argv: list[str]) -> int:
     """Pair, score, write the CSV and the contact sheet, print the summary (and the comparison). Exit status 1
     when some images could not be scored."""
-    from pix2pix_zero.tools.evaluation import evaluate, report, sheet
     p = evaluate_parser()
     a = p.parse_args(argv)
+    from pix2pix_zero.tools.evaluation import evaluate, report, sheet
     if a.masks and a.attention_masks:
         p.error("give --masks or --attention-masks, not both")
     if a.masks and not Path(a.masks).is_dir():
@@ -70,14 +70,15 @@ def main_evaluate(argv: list[str]) -> int:
         print(f"note: {models.lpips_note}")
     options = evaluate.Options(a.source, a.target, a.masks, a.attention_masks, a.mask_mode, a.structure_mode)
     runs, failed = {}, False
+    task = f"{a.source}2{a.target}"  # one file per task: evaluating another target keeps this one's
     for folder in a.edits:
         rows, problems = evaluate.evaluate_folder(a.input, folder, models, options, progress=not a.quiet,
                                                   log=lambda line: print(line, file=sys.stderr))
         failed |= bool(problems)
         runs[folder] = rows
         if not a.csv:
-            print(f"rows: {report.write_csv(rows, Path(folder) / 'evaluation.csv')}")
-        if written := sheet.contact_sheet(rows, Path(folder) / "evaluation-sheet.png"):
+            print(f"rows: {report.write_csv(rows, Path(folder) / f'evaluation-{task}.csv')}")
+        if written := sheet.contact_sheet(rows, Path(folder) / f"evaluation-sheet-{task}.png"):
             print(f"contact sheet: {written}")
         print(report.format_summary(report.summaries(rows, a.bootstrap_seed), f"\n{folder}: {len(rows)} images"))
     if a.csv:
@@ -90,7 +91,7 @@ def main_evaluate(argv: list[str]) -> int:
 def pie_bench_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="train_free_edit.py pie-bench", description="Edit PIE-Bench with pix2pix-zero, "
                                 "write the edits where its evaluator reads them, and score them per category.",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     g = p.add_argument_group("benchmark")
     g.add_argument("--data", required=True, help="the PIE-Bench folder: mapping_file.json and annotation_images/")
     g.add_argument("--out", required=True, help="output folder (edits/, output/METHOD/annotation_images/, "
@@ -111,12 +112,12 @@ def pie_bench_parser() -> argparse.ArgumentParser:
 
 def main_pie_bench(argv: list[str]) -> int:
     """Check everything (arguments, data, models' files) before loading a model; edit; score; report."""
+    p = pie_bench_parser()
+    a = p.parse_args(argv)
     from pix2pix_zero.config import EditConfig
     from pix2pix_zero.tools import folder
     from pix2pix_zero.tools.batch import Job
     from pix2pix_zero.tools.evaluation import evaluate, pie_bench, report
-    p = pie_bench_parser()
-    a = p.parse_args(argv)
     a.source_sentences, a.target_sentences = None, []  # sentence_options' fields: words come from the data
     if a.limit is not None and a.limit < 1:
         p.error("--limit must be at least 1")
