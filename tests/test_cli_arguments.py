@@ -115,3 +115,26 @@ def test_a_torchrun_rank_whose_model_fails_still_joins_the_gather(tmp_path, phot
     assert finished == "finished" and record["exit_status"] == 2
     assert [(e["stem"], e["status"]) for e in record["inputs"]] == [("cat2", "failed"), ("cat3", "failed")]
     assert json.loads((tmp_path / "out" / "summary-shard-1-of-2.json").read_text()) == record
+
+
+@pytest.mark.parametrize("command", ["edit", "directions", "evaluate", "pie-bench", "world", "world-bench"])
+def test_help_loads_no_model_code(command):
+    """--help of every subcommand answers before the model code is imported: no transformers, no UNet module."""
+    import subprocess
+    import sys
+    probe = ("import sys\nfrom pix2pix_zero import cli\ntry:\n    cli.main([%r, '--help'])\nexcept SystemExit:\n    pass\n"
+             "print(sorted(m for m in ('transformers', 'pix2pix_zero.models.unet', 'pix2pix_zero.pipeline') "
+             "if m in sys.modules))" % command)
+    run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert "usage:" in run.stdout and run.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_console_script_is_installed():
+    """`pip install -e .` puts pix2pix-zero on PATH; it is the same command line."""
+    import shutil
+    import subprocess
+    script = shutil.which("pix2pix-zero")
+    assert script, "pix2pix-zero is not on PATH: install the package with pip install -e ."
+    run = subprocess.run([script, "directions", "--help"], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and "usage: train_free_edit.py directions" in run.stdout

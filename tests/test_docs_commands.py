@@ -4,8 +4,10 @@ The commands of each page run in order, as written, in one scratch folder (a lat
 earlier one wrote, as a reader's would), through the command line's main() in this process. What a reader's
 machine has and this one has not is substituted, and only that: the tiny random checkpoint for Stable
 Diffusion (`--weights`), tiny random BLIP, T5, CLIP and DINO folders for the downloads, 64 px and 2 steps for the
-512 px and 50-step defaults, two ranks on the CPU for torchrun's GPUs, 2 scenes for `--n 200`. The README's
-install-and-test line is the one CI runs (test_readme.py checks that); it is the only command not run here.
+512 px and 50-step defaults, the CPU for `--device cuda`, two ranks on the CPU for torchrun's GPUs, 2 scenes for
+`--n 200`. Two kinds are checked, not run, here: the README's install-and-test line is the one CI runs
+(test_readme.py checks that), and `app` (a server that runs until stopped) has its arguments parsed here and is
+started and driven by test_app.py.
 """
 import re
 import shlex
@@ -23,7 +25,7 @@ PAGES = ["README.md", *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "docs").
 FAST = ["--size", "64", "--steps", "2", "--reg-steps", "1", "--ac-rolls", "1", "--quiet"]
 # flags a reader's command gives whose value is replaced, not added to
 VALUED = {"--weights", "--size", "--steps", "--num-steps", "--n", "--lm", "--num-sentences", "--clip", "--dino",
-          "--captioner"}
+          "--captioner", "--device"}
 
 
 def shell_commands(page: str) -> list[str]:
@@ -60,6 +62,8 @@ def substituted(argv: list[str], models: dict) -> list[str]:
             skip = True
             continue
         keep.append(arg.replace("$SLURM_ARRAY_TASK_ID", "0"))
+    if command == "app":
+        return keep + ["--weights", models["sd"], "--device", "cpu", "--help"]
     if command in ("world", "world-bench"):
         return keep + (["--n", "2", "--steps", "2"] if command == "world-bench" else [])
     if command == "evaluate":
@@ -108,4 +112,5 @@ def test_page_commands_run(page, scratch, command, single_file, tiny_blip, tiny_
         assert words[1] == "train_free_edit.py", f"{page}: a command this test does not know how to run: {line}"
         code, out, err = command(substituted(words[2:], models))
         assert code == 0, f"{page}: {line}\nexit status {code}\n{err[-3000:]}"
+        assert "--help" not in substituted(words[2:], models) or "usage:" in out
     shutil.rmtree(scratch / "outputs", ignore_errors=True)

@@ -52,11 +52,13 @@ def test_inputs_of_a_folder_are_sorted_images_without_hidden_files(tmp_path):
 def test_output_folder_checks(tmp_path):
     with pytest.raises(ValueError, match="is the input folder.*choose another --out"):
         check_output_folder(tmp_path, tmp_path)
-    check_output_folder(tmp_path / "new" / "out", tmp_path)  # created and writable
-    assert (tmp_path / "new" / "out").is_dir() and list((tmp_path / "new" / "out").iterdir()) == []
+    check_output_folder(tmp_path / "new" / "out", tmp_path)  # can be made: not made yet (an early failure
+    assert not (tmp_path / "new").exists()                      # must leave no empty folder behind)
     (tmp_path / "file").write_text("x")
-    with pytest.raises(OSError):
+    with pytest.raises(ValueError, match="--out .*file is a file, not a folder"):
         check_output_folder(tmp_path / "file", None)
+    with pytest.raises(ValueError, match="is a file, not a folder"):
+        check_output_folder(tmp_path / "file" / "out", None)
 
 
 def test_output_folder_check_is_safe_when_writers_probe_at_once(tmp_path):
