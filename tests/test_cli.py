@@ -75,6 +75,9 @@ def test_edit_writes_every_output_and_resumes_and_reedits_from_the_inversion(tmp
     assert record["inverted_with"]["num_steps"] == 2 and record["config"]["num_steps"] == 2
     assert record["geometry"] == settings["geometry"]  # the crop of the image the inversion was made from
     assert (out / "my.cat-reconstruction.png").read_bytes() == reconstruction  # left alone
+    # the side-by-side starts with the input image itself (still there, same bytes), not D(x0)
+    panel = lambda name: np.asarray(Image.open(out / name))[:, :64]  # noqa: E731
+    assert np.array_equal(panel("my.cat-cat2owl-side_by_side.png"), panel("my.cat-cat2dog-side_by_side.png"))
     r = cli("--inversion", out / "my.cat-inversion.safetensors", "--source", "cat", "--target", "owl",
             "--weights", single_file, "--out", out, "--steps", "3", "--quiet", cwd=tmp_path)
     assert r.returncode == 2 and "num_steps 2" in r.stderr and "drop the flag" in r.stderr
@@ -99,7 +102,7 @@ def test_synthetic_edit_and_directions_command(tmp_path, single_file):
     assert listed.returncode == 0 and "cat -> dog" in listed.stdout and "built-in (58 templates)" in listed.stdout
 
 
-def test_directions_for_several_targets_feed_edit_direction(tmp_path, single_file, command):
+def test_directions_for_several_targets_feed_edit_direction(tmp_path, single_file, command, one_thread):
     """`directions` writes one file per target into a folder; `edit --direction FILE` uses it, and the edit is
     the one the same sentences give without the file (same delta_c, same pixels)."""
     code, out, err = command(["directions", "--source", "cat", "--target", "dog", "--target", "fox", "--weights",
@@ -166,7 +169,7 @@ def test_language_model_sentences_direction_and_edit_then_the_cache(tmp_path, ph
     assert settings["source_sentences"] == f"language model {lm} (n=2, seed=0)"
     assert len(list((tmp_path / "out" / ".cache" / "sentences").glob("*.txt"))) == 2
     shutil.rmtree(lm)  # a second run needs no language model: sentences and direction come from the cache
-    r = cli(*edit, "--guidance-scale", "4", cwd=tmp_path)
+    r = cli(*edit, "--guidance-scale", "4", "--overwrite", cwd=tmp_path)  # another setting: a new edit
     assert r.returncode == 0, r.stderr
     r = cli("directions", "--list", "--cache-dir", tmp_path / "out" / ".cache", cwd=tmp_path)
     assert r.returncode == 0 and "tree -> car" in r.stdout and "tree: 2 sentences, language model" in r.stdout
@@ -248,9 +251,13 @@ def test_direct_inversion_flags_reconstruction_record_resume_and_method_check(tm
     assert 0 < measured["psnr_input_db"] < 100
     again = cli(*args, cwd=tmp_path)
     assert again.returncode == 0 and "already done" in again.stdout
-    r = cli("--inversion", tmp_path / "out" / "my.cat-inversion.safetensors", "--source", "cat", "--target", "owl",
-            "--weights", single_file, "--out", tmp_path / "out", *FAST, cwd=tmp_path)
-    assert r.returncode == 2 and "inversion-method direct" in r.stderr
+    reedit = ["--inversion", tmp_path / "out" / "my.cat-inversion.safetensors", "--source", "cat", "--target", "owl",
+              "--weights", single_file, "--out", tmp_path / "out", *FAST]
+    r = cli(*reedit, "--inversion-method", "ddim", cwd=tmp_path)  # a flag naming another method: refused
+    assert r.returncode == 2 and "inversion_method direct" in r.stderr and "drop the flag" in r.stderr
+    r = cli(*reedit, cwd=tmp_path)  # no flag: the file's method, Direct Inversion
+    assert r.returncode == 0, r.stderr
+    assert json.loads((tmp_path / "out" / "my.cat-cat2owl.json").read_text())["config"]["inversion_method"] == "direct"
 
 
 # --- many inputs, bad inputs, interruptions, several processes ----------------------------------------------------

@@ -4,7 +4,8 @@ The commands of each page run in order, as written, in one scratch folder (a lat
 earlier one wrote, as a reader's would), through the command line's main() in this process. What a reader's
 machine has and this one has not is substituted, and only that: the tiny random checkpoint for Stable
 Diffusion (`--weights`), tiny random BLIP, T5, CLIP and DINO folders for the downloads, 64 px and 2 steps for the
-512 px and 50-step defaults, the CPU for `--device cuda`, two ranks on the CPU for torchrun's GPUs, 2 scenes for
+512 px and 50-step defaults (and a caption naming the source word where an example saves its attention map
+for `evaluate --attention-masks`), the CPU for `--device cuda`, two ranks on the CPU for torchrun's GPUs, 2 scenes for
 `--n 200`. Two kinds are checked, not run, here: the README's install-and-test line is the one CI runs
 (test_readme.py checks that), and `app` (a server that runs until stopped) has its arguments parsed here and is
 started and driven by test_app.py.
@@ -74,8 +75,16 @@ def substituted(argv: list[str], models: dict) -> list[str]:
     if command == "directions":
         return keep + extra
     if "--prompt" not in keep and "--inversion" not in keep and "--input" in keep:
-        extra += ["--captioner", models["blip"]]
+        # a random BLIP's caption cannot name the source word, whose attention map the example saves
+        extra += ["--prompt", "a photo of a cat"] if "--save-attention" in keep else ["--captioner", models["blip"]]
     return keep + extra + FAST
+
+
+@pytest.fixture(scope="module")
+def tiny_t5_cat(tmp_path_factory):
+    """The tiny random T5 with "cat" in its vocabulary: the pages' language-model examples are about cats."""
+    from tiny_models import make_tiny_t5
+    return make_tiny_t5(tmp_path_factory.mktemp("t5") / "tiny-t5-cat", extra_words=("cat",))
 
 
 @pytest.fixture
@@ -94,8 +103,9 @@ def scratch(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("page", [p for p in PAGES if shell_commands(p)])
-def test_page_commands_run(page, scratch, command, single_file, tiny_blip, tiny_t5, tiny_clip, tiny_dino, one_thread):
-    models = {"sd": str(single_file), "blip": str(tiny_blip), "t5": str(tiny_t5), "clip": str(tiny_clip),
+def test_page_commands_run(page, scratch, command, single_file, tiny_blip, tiny_t5_cat, tiny_clip, tiny_dino,
+                           one_thread):
+    models = {"sd": str(single_file), "blip": str(tiny_blip), "t5": str(tiny_t5_cat), "clip": str(tiny_clip),
               "dino": str(tiny_dino)}
     for line in shell_commands(page):
         words = shlex.split(line)

@@ -26,13 +26,14 @@ def make_tiny_blip(folder: Path, seed: int = 0) -> Path:
     return folder
 
 
-def make_tiny_t5(folder: Path, seed: int = 0) -> Path:
-    """T5ForConditionalGeneration (16-wide, one layer each side) and a word-level tokenizer with </s> and <pad>."""
+def make_tiny_t5(folder: Path, seed: int = 0, extra_words: tuple[str, ...] = ()) -> Path:
+    """T5ForConditionalGeneration (16-wide, one layer each side) and a word-level tokenizer with </s> and <pad>;
+    `extra_words` join the vocabulary (without them it cannot write the word "cat")."""
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast, T5Config, T5ForConditionalGeneration
     folder.mkdir(parents=True, exist_ok=True)
     vocab = {w: i for i, w in enumerate(["<pad>", "</s>", "<unk>", *WORDS, "write", "caption", "photograph",
-                                         "showing", "dog"])}
+                                         "showing", "dog", *extra_words])}
     core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")

@@ -196,9 +196,11 @@ def build(session: Session) -> gr.Blocks:
                     run = gr.Button("Edit", variant="primary")
                     stop = gr.Button("Cancel")
             with gr.Column():
-                gallery = gr.Gallery(label="input | reconstruction | edits", columns=4, height="auto")
+                gallery = gr.Gallery(label="input | reconstruction | edits", columns=4, height="auto",
+                                     format="png")  # lossless: what is shown is what was computed
                 status = gr.Markdown()
-                heat = gr.Image(label="cross-attention of the source word (reference trajectory)", type="pil")
+                heat = gr.Image(label="cross-attention of the source word (reference trajectory)", type="pil",
+                                format="png")
                 step = gr.Slider(0, 1, value=0, step=1, label="step")
                 files = gr.File(label="downloads", file_count="multiple")
 

@@ -28,7 +28,8 @@ from ..models.sd import StableDiffusion
 from ..pipeline import edit_image, setting_rules
 from .files import atomic_path
 from .heatmap import WordAttention, word_token_indices
-from .image import Geometry, load_image, plan_geometry, save_png, side_by_side, tensor_to_pil
+from .image import (Geometry, apply_geometry, load_image, pil_to_tensor, plan_geometry, read_image, save_png,
+                    side_by_side, tensor_to_pil)
 from .inversion_file import Inversion
 from .sentences import SentenceOptions, origin_of, read_direction, word_direction
 
@@ -116,6 +117,19 @@ class Source:
     inverted_with: dict | None = None  # the settings of a reloaded inversion
     x_path: torch.Tensor | None = None  # the inversion levels of a reloaded inversion, if it kept them
     geometry: Geometry | None = None  # how an input image became the edited one (crop or pad)
+    shown: torch.Tensor | None = None  # a reloaded inversion's input image, when it is still there unchanged
+
+
+def original_input(settings: dict) -> torch.Tensor | None:
+    """The image a saved inversion was made from, processed as it was then (its geometry), if the file named in
+    the inversion's settings is still there with the same bytes; None otherwise (D(x0) stands in for it)."""
+    path, digest, g = settings.get("input"), settings.get("input_sha256"), settings.get("geometry")
+    if not (path and digest and g and Path(path).is_file()):
+        return None
+    if hashlib.sha256(Path(path).read_bytes()).hexdigest() != digest:
+        return None
+    geometry = Geometry(**{k: tuple(v) if v is not None else None for k, v in g.items()})
+    return pil_to_tensor(apply_geometry(read_image(path), geometry))
 
 
 def load_source(sd: StableDiffusion, job: Job, config: EditConfig, image_path, inversion_path, stem) -> Source:
@@ -134,7 +148,8 @@ def load_source(sd: StableDiffusion, job: Job, config: EditConfig, image_path, i
             raise ValueError(f"{inversion_path}: inverted with --inversion-method {method}, but this run has "
                              f"{config.inversion_method}; Direct Inversion edits differently: use the same method")
         return Source(stem or Path(inversion_path).stem.removesuffix("-inversion"), inv.caption, True, None,
-                      (inv.x0, inv.x_inv), tuple(inv.x_inv.shape[-2:]), inv.settings, inv.x_path)
+                      (inv.x0, inv.x_inv), tuple(inv.x_inv.shape[-2:]), inv.settings, inv.x_path,
+                      shown=original_input(inv.settings))
     if image_path is not None:
         if not job.prompt:
             raise ValueError(f"{image_path}: no caption: pass --prompt \"a photo of a ...\", or let BLIP write one "
@@ -213,7 +228,7 @@ def run(sd: StableDiffusion, job: Job, config: EditConfig, out_dir: str | os.Pat
     if invert_now:
         settings = result.settings["config"] | {"prediction_type": sd.prediction_type, "caption_from": job.caption_from,
                                                 "input_sha256": records[todo[0][0]]["input_sha256"],
-                                                "input": str(image_path)}
+                                                "input": str(Path(image_path).resolve())}
         if src.geometry is not None:
             settings["geometry"] = src.geometry.to_dict()
         written.append(Inversion(result.x_inv, result.x0, src.caption, sd.identity, settings, result.x_path)
@@ -227,7 +242,8 @@ def run(sd: StableDiffusion, job: Job, config: EditConfig, out_dir: str | os.Pat
                                 out_dir / attention_map_name(src.stem, job.source)))
     for (target, _), edit in zip(todo, result.edits, strict=True):
         edited = tensor_to_pil(edit)
-        triptych = side_by_side([tensor_to_pil(result.image), reconstruction, edited])
+        shown = src.shown if src.shown is not None else result.image  # the input, else D(x0) for it
+        triptych = side_by_side([tensor_to_pil(shown), reconstruction, edited])
         written.append(save_png(triptych, out_dir / f"{bases[target]}-side_by_side.png"))
         written.append(save_png(edited, out_dir / f"{bases[target]}.png"))
         measured = {key: None if math.isinf(value) else value for key, value in result.reconstruction_error.items()}
