@@ -117,6 +117,7 @@ def test_a_torchrun_rank_whose_model_fails_still_joins_the_gather(tmp_path, phot
     assert json.loads((tmp_path / "out" / "summary-shard-1-of-2.json").read_text()) == record
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", ["edit", "directions", "evaluate", "pie-bench", "world", "world-bench"])
 def test_help_loads_no_model_code(command):
     """--help of every subcommand answers before the model code is imported: no transformers, no UNet module."""
@@ -130,6 +131,7 @@ def test_help_loads_no_model_code(command):
     assert "usage:" in run.stdout and run.stdout.strip().splitlines()[-1] == "[]"
 
 
+@pytest.mark.slow
 def test_console_script_is_installed():
     """`pip install -e .` puts pix2pix-zero on PATH; it is the same command line."""
     import shutil

@@ -25,6 +25,7 @@ def config(**changes):
     return dataclasses.replace(train.TrainConfig(**SMALL, size=64), **changes)
 
 
+@pytest.mark.slow
 def test_vae_steps_lower_the_loss(images, tmp_path, one_thread):
     """On 8 whole scenes (no crops: the loss is not a lottery of crop positions) the L1 falls within 40 steps."""
     _, (stage, _) = train.train_vae(config(vae_steps=40, vae_lr=5e-3, vae_crop=64, vae_full_steps=0), images[:8],
