@@ -31,7 +31,7 @@ from ..finite import NonFiniteError
 from ..pipeline import edit_image
 from .arguments import DTYPES, field_comments
 from .heatmap import WordAttention, word_token_indices
-from .image import ImageError, apply_geometry, pil_to_tensor, plan_geometry, read_image, save_png, tensor_to_pil
+from .image import ImageError, load_image, save_png, tensor_to_pil
 from .inversion_file import Inversion
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -120,9 +120,8 @@ def read_upload(path: str, size: int) -> tuple[torch.Tensor, bytes, dict]:
     if path.stat().st_size > MAX_UPLOAD_BYTES:
         raise ImageError(f"{path.name}: {path.stat().st_size / 2**20:.0f} MiB, more than the app's "
                          f"{MAX_UPLOAD_BYTES // 2**20} MiB limit")
-    im = read_image(path)
-    geometry = plan_geometry(*im.size, size, False, path.name)
-    return pil_to_tensor(apply_geometry(im, geometry)), path.read_bytes(), geometry.to_dict()
+    image, geometry = load_image(path, size)
+    return image, path.read_bytes(), geometry.to_dict()
 
 
 def directions_for(session: Session, source: str, targets: list[str], how: str, pasted: str, upload,

@@ -251,14 +251,14 @@ def run(sd: StableDiffusion, job: Job, config: EditConfig, out_dir: str | os.Pat
     return written
 
 
-def changed_settings(out_dir: Path, base: str, record: dict) -> list[str]:
-    """The settings (top-level keys, config fields as config.NAME) of an earlier edit under this name that differ
-    from `record`; empty if there is none, or it is the same edit."""
-    settings = out_dir / f"{base}.json"
+def changed_settings(out_dir: Path, base: str, record: dict) -> list[str] | None:
+    """None if no earlier edit is under this name; else the settings of it that differ from `record` (top-level
+    keys, config fields as config.NAME): [] when it is this very edit (what was measured, under MEASURED, is
+    not a setting and is not compared)."""
     if not (out_dir / f"{base}.png").is_file():
-        return []
+        return None
     try:
-        saved = json.loads(settings.read_text())
+        saved = json.loads((out_dir / f"{base}.json").read_text())
     except (json.JSONDecodeError, OSError):
         return ["(its settings file is missing or unreadable)"]
     saved.pop(MEASURED, None)
@@ -270,14 +270,5 @@ def changed_settings(out_dir: Path, base: str, record: dict) -> list[str]:
 
 
 def done(out_dir: Path, base: str, record: dict) -> bool:
-    """True if this edit's PNG exists and its settings file holds exactly these settings (what was measured,
-    under MEASURED, is not a setting and is not compared)."""
-    settings = out_dir / f"{base}.json"
-    if not ((out_dir / f"{base}.png").is_file() and settings.is_file()):
-        return False
-    try:
-        saved = json.loads(settings.read_text())
-        saved.pop(MEASURED, None)
-        return saved == json.loads(json.dumps(record))
-    except (json.JSONDecodeError, OSError):
-        return False
+    """True if this edit's PNG exists and its settings file holds exactly these settings."""
+    return changed_settings(out_dir, base, record) == []

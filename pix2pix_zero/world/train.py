@@ -32,10 +32,10 @@ from ..models.text import clip_text_config, encode_text
 from ..models.unet import UNet, UNetConfig
 from ..models.vae import LATENT_SCALE, AutoencoderKL, VAEConfig
 from ..tools.files import atomic_path
-from . import classifier, scenes
+from . import CHECKPOINT as SHIPPED, classifier, scenes
 from .plot import plot_losses
 
-CHECKPOINT = "baby-sd.safetensors"
+CHECKPOINT = SHIPPED.name  # the file name under --out
 
 
 @dataclass
