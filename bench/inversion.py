@@ -14,9 +14,9 @@ from pathlib import Path
 import torch
 
 from pix2pix_zero.config import EditConfig
-from pix2pix_zero.editing import edit
-from pix2pix_zero.inversion import encode_image, invert_path
+from pix2pix_zero.inversion import encode_image
 from pix2pix_zero.loading.load import load_sd
+from pix2pix_zero.options import edit, invert_path
 
 REGULARIZER = {"off": dict(lambda_ac=0, lambda_kl=0), "on (x2)": {}, "on (authors')": dict(pyramid_rescale=False)}
 

@@ -17,7 +17,8 @@ import torch
 import torch.nn.functional as F
 
 from pix2pix_zero import diffusers_compat
-from pix2pix_zero.noise_reg import autocorrelation, pair_loss_exact, regularize_eps
+from pix2pix_zero.all_shifts import pair_loss_exact, regularize_eps_all_shifts
+from pix2pix_zero.noise_reg import autocorrelation, regularize_eps
 
 
 def blurred(eps: torch.Tensor) -> torch.Tensor:
@@ -47,7 +48,7 @@ def main() -> None:
     procedures = {
         "paper, x2 pyramid": lambda e, g: regularize_eps(e, g),
         "paper, unscaled pyramid": lambda e, g: regularize_eps(e, g, pyramid_rescale=False),
-        "paper, all shifts (FFT)": lambda e, g: regularize_eps(e, g, pair_shifts="all"),
+        "paper, all shifts (FFT)": lambda e, g: regularize_eps_all_shifts(e, g),
         "diffusers setting": lambda e, g: diffusers_compat.regularize_eps(e, g),
     }
     print(f"{'map':14s} {'after':26s} {'L_pair x2':>8s} {'unscaled':>9s} {'var':>6s} {'lag-1':>7s} {'ms':>6s}")

@@ -138,7 +138,7 @@ def edit_step(sd: StableDiffusion, x_t, t, alpha_bar_t, alpha_bar_prev, c_edit, 
 
 
 def edit(sd: StableDiffusion, x_inv, c, delta_cs, c_neg, config: EditConfig, progress: bool = True,
-         on_reference=None, x_path=None):
+         on_reference=None):
     """editing.edit (the reference and the edits, step by step) with the two steps above."""
     return editing.edit(sd, x_inv, c, delta_cs, c_neg, config, progress, on_reference,
-                        reference_step=reference_step, edit_step=edit_step, x_path=x_path)
+                        reference_step=reference_step, edit_step=edit_step)

@@ -1,4 +1,4 @@
-"""Cross-attention guided editing (pix2pix-zero, arXiv:2302.03027, sec. 3.3 "Editing via Cross-Attention
+"""Cross-attention guided editing (pix2pix-zero, arXiv:2302.03027v2, sec. 3.3 "Editing via Cross-Attention
 Guidance", Algorithm 1).
 
 Two DDIM trajectories start from x_inv and run in lockstep: the reference denoises with the caption c and
@@ -6,8 +6,7 @@ records the cross-attention maps M_t^ref of every cross-attention layer; the edi
 c_edit = c + delta_c and, at every step, first moves x_t down the gradient of ||M_t^edit - M_t^ref||^2,
 then takes the guided DDIM step. Each step's reference maps are used by that step's edits, then dropped.
 Classifier-free guidance (Ho & Salimans, arXiv:2207.12598) with the negative prompt c_neg (the caption for
-real images, "" for synthetic ones). With a recorded inversion path, Direct Inversion (arXiv:2310.01506) holds
-the reference on it. Latents (B, 4, H, W) at 1/8 of the image; maps (B, heads, H*W, 77).
+real images, "" for synthetic ones). Latents (B, 4, H, W) at 1/8 of the image; maps (B, heads, H*W, 77).
 """
 from typing import Callable
 
@@ -91,42 +90,19 @@ def edit_step(sd: StableDiffusion, x_t, t, alpha_bar_t, alpha_bar_prev, c_edit, 
     return ddim_step(out, x_t, alpha_bar_t, alpha_bar_prev, sd.prediction_type)
 
 
-def follow_inversion_path(x_inv_prev: torch.Tensor, x_ref_prev: torch.Tensor, x_edits_prev: list[torch.Tensor]
-                          ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """Direct Inversion (Ju et al., "PnP Inversion", arXiv:2310.01506, Algorithm 1): after a step, add
-    the gap d = x_inv_prev - x_ref_prev between the inversion latent at that level and the reference latent.
-
-    The reference then sits on the inversion path exactly (returned as x_inv_prev itself), so the next M_ref
-    are the maps of the real image's trajectory and its end point is x0; each edit latent moves by the same d.
-    """
-    # NOTE(official): for pix2pix-zero, PnP Inversion's runner (run_editing_pix2pix_zero.py, edit_pipeline.py)
-    # adds the reference's gap to the edit trajectory as well, as here; its Prompt-to-Prompt and MasaCtrl runners
-    # correct the source branch only (the target branch there is steered by injected attention instead).
-    d = x_inv_prev - x_ref_prev
-    return x_inv_prev, [x + d for x in x_edits_prev]
-
-
-def check_inversion_path(x_path: torch.Tensor | None, x_inv: torch.Tensor, num_steps: int) -> None:
-    """x_path, if given, must be the num_steps + 1 levels of an inversion ending at x_inv."""
-    if x_path is not None and (len(x_path) != num_steps + 1 or not torch.equal(x_path[-1].to(x_inv), x_inv)):
-        raise ValueError(f"x_path must hold the {num_steps + 1} levels of an inversion with {num_steps} "
-                         f"steps ending at x_inv, not {len(x_path)} levels")
-
-
 def edit(sd: StableDiffusion, x_inv: torch.Tensor, c: torch.Tensor, delta_cs: list[torch.Tensor],
          c_neg: torch.Tensor, config: EditConfig, progress: bool = True,
          on_reference: Callable[[int, dict[str, torch.Tensor]], None] | None = None,
          reference_step: Callable = reference_step, edit_step: Callable = edit_step,
-         x_path: torch.Tensor | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+         after_step: Callable | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Denoise x_inv with c (the reference) and with c + delta_c for each delta_c, in lockstep.
 
     Returns (x0_ref, [x0_edit per delta_c]). c and c_neg are (1, L, D) or (B, L, D); delta_c (1, L, D) or
     (B, L, D), times config.edit_multiplier, is added to every conditional row.
     `on_reference(t, maps_ref)`, if given, sees each step's reference maps (e.g. to draw heat maps).
     `reference_step` and `edit_step` are this module's; diffusers_compat passes its own.
-    x_path (N + 1, B, 4, H, W), the levels of the inversion (inversion.invert_path, x_path[-1] = x_inv), turns on
-    Direct Inversion: after sampling step j both trajectories are corrected by `follow_inversion_path` towards
-    x_path[N - 1 - j], the level that step lands on.
+    `after_step(j, x_ref, x_edits) -> (x_ref, x_edits)`, if given, corrects both trajectories after step j
+    (direct_inversion.DirectInversion; options.edit plugs it in).
     """
     B = x_inv.shape[0]
     c, c_neg = c.expand(B, -1, -1), c_neg.expand(B, -1, -1)  # one prompt may serve a whole batch
@@ -135,7 +111,6 @@ def edit(sd: StableDiffusion, x_inv: torch.Tensor, c: torch.Tensor, delta_cs: li
     # alpha_bar stays float32 (0-dim tensors do not change the latents' dtype): in fp16/bf16, 1 - alpha_bar
     # near alpha_bar = 1 would lose most of its digits.
     schedule = sampling_schedule(config.num_steps, alphas_cumprod())
-    check_inversion_path(x_path, x_inv, len(schedule))
     check = FiniteChecks(x_inv.device)  # on a GPU, no wait for the host in the loop
     for j, (t, alpha_bar_t, alpha_bar_prev) in enumerate(tqdm(schedule, desc="editing", disable=not progress,
                                                               leave=False)):
@@ -147,8 +122,8 @@ def edit(sd: StableDiffusion, x_inv: torch.Tensor, c: torch.Tensor, delta_cs: li
         x_edits = [check(edit_step(sd, x, t, alpha_bar_t, alpha_bar_prev, c_edit, c_neg, maps_ref, config),
                          f"the latent of edit {k + 1}", where)
                    for k, (x, c_edit) in enumerate(zip(x_edits, c_edits, strict=True))]
-        if x_path is not None:
-            x_next, x_edits = follow_inversion_path(x_path[-2 - j].to(x_next), x_next, x_edits)
+        if after_step is not None:
+            x_next, x_edits = after_step(j, x_next, x_edits)
         x_ref = x_next
     check.raise_first()
     return x_ref, x_edits

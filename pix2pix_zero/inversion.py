@@ -1,12 +1,11 @@
-"""Inverting a real image (pix2pix-zero, arXiv:2302.03027, sec. 3.1 "Inverting Real Images"), and two more
-faithful inversions offered beside the paper's.
+"""Inverting a real image (pix2pix-zero, arXiv:2302.03027v2, sec. 3.1 "Inverting Real Images").
 
 x0 = LATENT_SCALE * E(image); then for each step of `ddim.inversion_schedule`, eps = UNet(x, t, c) at
 guidance scale 1 (c = the caption), eps pushed towards white noise by `noise_reg.regularize_eps`, and
-x <- ddim_inverse_step(eps, x). `invert_path` keeps every level [x0, x_1, ..., x_N] for Direct Inversion
-(arXiv:2310.01506, applied while editing: editing.follow_inversion_path); `fixed_point_eps` solves each inverse
-step's implicit equation (ReNoise, arXiv:2403.14602). Latents are (B, 4, H, W) at 1/8 of the image's size.
+x <- ddim_inverse_step(eps, x). `invert_path` keeps every level [x0, x_1, ..., x_N] (Direct Inversion edits
+along them). Latents are (B, 4, H, W) at 1/8 of the image's size.
 """
+from functools import partial
 from typing import Callable
 
 import torch
@@ -41,48 +40,42 @@ def unet_eps(sd: StableDiffusion, x: torch.Tensor, t: int, c: torch.Tensor, alph
     return check(eps_from_output(sd.unet(x, t, c), x, alpha_bar_t, sd.prediction_type), "eps", where)
 
 
-def fixed_point_eps(sd: StableDiffusion, x_prev: torch.Tensor, t: int, c: torch.Tensor, alpha_bar_t, alpha_bar_prev,
-                    iters: int, average: int = 1, where: str = "", residuals: list[float] | None = None,
-                    check: Callable = check_finite) -> torch.Tensor:
-    """The eps of an inverse DDIM step that solves x_t = ddim_inverse_step(eps(x_t, t), x_prev) by fixed-point
-    iteration (ReNoise, Garibi et al., arXiv:2403.14602, sec. 3; AIDI, Pan et al., ICCV 2023, arXiv:2309.04907).
+def ddim_eps(sd: StableDiffusion, x_prev: torch.Tensor, t: int, c: torch.Tensor, alpha_bar_t, alpha_bar_prev,
+             where: str, check: Callable = check_finite) -> torch.Tensor:
+    """The eps of one inverse DDIM step: UNet(x_prev, t, c), the prediction at the latent the step starts from
+    (DDIM inversion's approximation of the ODE's step, Song et al., arXiv:2010.02502v4, sec. 4.3)."""
+    return unet_eps(sd, x_prev, t, c, alpha_bar_t, where, check)
 
-    Sampling steps from x_t with eps(x_t, t); plain DDIM inversion uses eps(x_prev, t) instead, the error that
-    makes reconstruction drift. Iterating
-        x^(0) = x_prev,  eps_k = eps(x^(k-1), t),  x^(k) = ddim_inverse_step(eps_k, x_prev),  k = 1..iters
-    approaches the x_t that sampling maps back to x_prev exactly, where it converges (a contraction: roughly
-    when (sqrt(1 - alpha_bar_t) - sqrt(alpha_bar_t (1 - alpha_bar_prev) / alpha_bar_prev)) |d eps/dx| < 1).
-    iters = 1 is DDIM inversion's eps(x_prev). Returns the mean of the last `average` eps_k (ReNoise averages
-    its last iterates' predictions), one UNet call per iteration. `residuals`, if given, receives the RMS of
-    x^(k) - x^(k-1) = F(x^(k-1)) - x^(k-1), the fixed-point residual of iterate k-1, for k = 2..iters.
-    """
-    x_t, eps_sum, x_last = x_prev, 0, None
-    for k in range(1, iters + 1):
-        eps = unet_eps(sd, x_t, t, c, alpha_bar_t, f"{where}, fixed-point iteration {k}", check)
-        if k > iters - average:
-            eps_sum = eps_sum + eps
-        x_t = ddim_inverse_step(eps, x_prev, alpha_bar_t, alpha_bar_prev)
-        if residuals is not None and x_last is not None:
-            residuals.append(((x_t - x_last) ** 2).mean().sqrt().item())
-        x_last = x_t
-    return eps if average == 1 else eps_sum / average
+
+def regularizer_settings(config: EditConfig) -> dict:
+    """The keyword arguments of noise_reg.regularize_eps that config sets."""
+    return {"lambda_ac": config.lambda_ac, "lambda_kl": config.lambda_kl, "num_reg_steps": config.num_reg_steps,
+            "num_ac_rolls": config.num_ac_rolls, "pyramid_rescale": config.pyramid_rescale}
 
 
 @torch.no_grad()
 def invert_path(sd: StableDiffusion, x0: torch.Tensor, c: torch.Tensor, config: EditConfig,
-                generator: torch.Generator, progress: bool = True,
-                residuals: list[list[float]] | None = None) -> torch.Tensor:
-    """Regularized inversion x0 -> x_inv over all N steps, keeping every level: (N + 1, B, 4, H, W), [0] = x0,
-    [-1] = x_inv. Each step takes the eps of `config.inversion_method`: DDIM's eps(x_prev) for "ddim" and
-    "direct" (which differ only while editing), `fixed_point_eps` for "fixed-point"; then the regularizer, on
-    that final eps, and one ddim_inverse_step.
+                generator: torch.Generator, progress: bool = True, step_eps: Callable = ddim_eps,
+                regularize: Callable | None = None) -> torch.Tensor:
+    """Regularized DDIM inversion x0 -> x_inv over all N steps, keeping every level: (N + 1, B, 4, H, W),
+    [0] = x0, [-1] = x_inv. Each step takes eps = step_eps(...) (DDIM's eps(x_prev)), regularizes it
+    (noise_reg.regularize_eps with config's lambdas, shifts drawn from `generator`), and takes one
+    ddim_inverse_step.
 
     The UNet sees, for N = 10, timesteps 1, 101, ..., 901 (the sampling timesteps reversed, as diffusers'
     DDIMInverseScheduler): step j evaluates eps at the current latent (level alpha_bar_prev) and timestep t,
     then moves it to level alpha_bar_t (see `ddim.inversion_schedule` for the table). The result lies at
-    level alpha_bar[901], where sampling starts. `generator` draws the regularizer's random shifts.
-    `residuals`, if given, receives each fixed-point step's residuals (see `fixed_point_eps`).
+    level alpha_bar[901], where sampling starts. Options beyond the paper plug in as `step_eps` (fixed_point.py)
+    and `regularize(eps, generator)` (all_shifts.py, batched_line_search.py): options.invert_path picks them
+    from config.
     """
+    if (step_eps is ddim_eps and config.inversion_method == "fixed-point") or (
+            regularize is None and config.pair_shifts != "random"):
+        raise ValueError("inversion.invert_path runs the paper's inversion; inversion_method "
+                         f"{config.inversion_method!r} and pair_shifts {config.pair_shifts!r} are plugged in by "
+                         "options.invert_path")
+    if regularize is None:
+        regularize = partial(regularize_eps, **regularizer_settings(config))
     path = [x0]
     check = FiniteChecks(x0.device)  # on a GPU, no wait for the host in the loop
     schedule = inversion_schedule(config.num_steps, alphas_cumprod())
@@ -90,16 +83,8 @@ def invert_path(sd: StableDiffusion, x0: torch.Tensor, c: torch.Tensor, config: 
                                                               leave=False)):
         where = f"inversion step {j + 1}/{len(schedule)} (t={t})"
         x = path[-1]
-        if config.inversion_method == "fixed-point":
-            step_residuals = [] if residuals is not None else None
-            eps = fixed_point_eps(sd, x, t, c, alpha_bar_t, alpha_bar_prev, config.inversion_iters,
-                                  config.inversion_average, where, step_residuals, check)
-            if residuals is not None:
-                residuals.append(step_residuals)
-        else:
-            eps = unet_eps(sd, x, t, c, alpha_bar_t, where, check)
-        eps = regularize_eps(eps.float(), generator, config.lambda_ac, config.lambda_kl, config.num_reg_steps,
-                             config.num_ac_rolls, config.pyramid_rescale, config.pair_shifts).to(eps.dtype)
+        eps = step_eps(sd, x, t, c, alpha_bar_t, alpha_bar_prev, where, check)
+        eps = regularize(eps.float(), generator).to(eps.dtype)  # paper sec. 3.1
         path.append(check(ddim_inverse_step(eps, x, alpha_bar_t, alpha_bar_prev), "the latent", where))
     check.raise_first()
     return torch.stack(path)

@@ -1,16 +1,16 @@
 """Noise regularization of DDIM inversion: push each predicted noise map eps towards i.i.d. N(0, 1).
 
-pix2pix-zero (Parmar et al., arXiv:2302.03027), sec. 3.1 "Inverting Real Images": L_pair, squared
+pix2pix-zero (Parmar et al., arXiv:2302.03027v2), sec. 3.1 "Inverting Real Images": L_pair, squared
 autocorrelation coefficients over a pyramid of the noise map (after StyleGAN2's noise regularizer,
 arXiv:1912.04958, sec. 4), and L_KL, then a few gradient steps on eps at every inversion step. Acts on eps of
 shape (B, C, H, W), each sample on its own; for a v-prediction model the caller converts v to eps first.
-Autocorrelations over all shifts at once come from the FFT (autocorrelation theorem): the exact L_pair, and
-the random estimator's exact mean, an option of the procedure.
-diffusers' batch-pooled variant lives in diffusers_compat.py.
+Options beside it: all_shifts.py (L_pair over every shift by the FFT), batched_line_search.py (the line search
+without host waits); diffusers' batch-pooled variant lives in diffusers_compat.py.
 """
 from typing import Callable
 
 import torch
+
 
 def pool2x2(eta: torch.Tensor) -> torch.Tensor:
     """F.avg_pool2d(eta, 2): the mean of each 2x2 block (odd sides floored), (..., H, W) -> (..., H//2, W//2).
@@ -64,52 +64,6 @@ def autocorrelations(eta: torch.Tensor, delta: torch.Tensor, dim: int) -> torch.
     return (eta * eta.gather(dim, index.expand_as(eta))).mean(dim=(-2, -1))
 
 
-def autocorrelations_all(eta: torch.Tensor, dim: int) -> torch.Tensor:
-    """`autocorrelation` at every shift delta = 0..S-1 along `dim` at once, (B, C, H, W) -> (B, C, S).
-
-    Autocorrelation theorem (Wiener-Khinchin, circular): sum_i v_i v_{i-delta} = IDFT(|DFT(v)|^2)[delta] for
-    each line v of the map along `dim`; summing the lines and dividing by H W gives rho(delta). O(HW log S)
-    for all S shifts, against O(HW S) shift by shift.
-    """
-    S = eta.shape[dim]
-    power = torch.fft.rfft(eta, dim=dim).abs().pow(2)  # |DFT|^2 of each line
-    other = -1 if dim in (-2, 2) else -2
-    lines = torch.fft.irfft(power, n=S, dim=dim).sum(dim=other)  # (B, C, S): sum of the lines' correlations
-    return lines / (eta.shape[-2] * eta.shape[-1])
-
-
-def pair_loss_exact(eps: torch.Tensor, rescale: bool = True) -> torch.Tensor:
-    """L_pair (paper sec. 3.1) per sample, (B, C, H, W) -> (B,): over levels p, channels and both axes, the
-    squared autocorrelation coefficients rho(delta)^2 for every shift delta = 1..S_p-1 (S_p the side along
-    that axis), each level's sum divided by its map size S_p^2 = H_p * W_p ("normalized by the noise map size").
-
-    For white noise each rho(delta)^2 is about 1 / S_p^2, so a level contributes about 2 C / S_p^3: coarse levels
-    weigh more. The random estimator below keeps the authors' scale, for which lambda_ac = 20 is tuned.
-    """
-    loss = eps.new_zeros(eps.shape[0])
-    for eta in noise_pyramid(eps, rescale):
-        size = eta.shape[-2] * eta.shape[-1]
-        for dim in (-2, -1):
-            loss = loss + autocorrelations_all(eta, dim)[..., 1:].pow(2).sum(dim=(1, 2)) / size
-    return loss
-
-
-def pair_loss_expected(eps: torch.Tensor, rescale: bool = True) -> torch.Tensor:
-    """The expectation of `pair_loss` over `random_shifts`, computed exactly, (B, C, H, W) -> (B,): over levels,
-    axes and channels, the mean of rho(delta)^2 over delta = 1..K_p, K_p = ceil(S_p/2) - 1, all shifts at once
-    by `autocorrelations_all`.
-
-    The same scale as the random estimator (lambda_ac = 20 applies), without its sampling noise: one descent step
-    of lambda_ac on it is, to first order, the num_ac_rolls steps of lambda_ac / num_ac_rolls on random draws.
-    """
-    loss = eps.new_zeros(eps.shape[0])
-    for eta in noise_pyramid(eps, rescale):
-        for dim in (-2, -1):
-            K = (eta.shape[dim] + 1) // 2 - 1
-            loss = loss + autocorrelations_all(eta, dim)[..., 1:K + 1].pow(2).mean(dim=-1).sum(dim=1)
-    return loss
-
-
 def random_shifts(eps: torch.Tensor, generator: torch.Generator) -> list[list[torch.Tensor]]:
     """The shifts of one `pair_loss` estimate: for each pyramid level of eps, for each axis (h then w), C shifts
     delta ~ U{1, ..., K_p}, K_p = ceil(S_p/2) - 1 (the shifts in [1, S_p/2)), one torch.randint per axis.
@@ -133,7 +87,7 @@ def pair_loss(eps: torch.Tensor, shifts: list[list[torch.Tensor]], rescale: bool
     Sums rho(delta)^2 over levels, axes and channels at the drawn shifts. By the symmetry of rho, for each
     level, channel and axis:
         sum_{delta=1}^{S_p-1} rho(delta)^2 = 2 K_p E[rho(delta)^2] + [S_p even] rho(S_p/2)^2,
-    i.e. pair_loss_exact = sum_p (2 K_p E[term_p] + Nyquist term_p) / (H_p W_p). Not divided by the map size:
+    i.e. all_shifts.pair_loss_exact = sum_p (2 K_p E[term_p] + Nyquist term_p) / (H_p W_p). Not divided by the map size:
     this is the authors' scale.
     """
     loss = eps.new_zeros(eps.shape[0])
@@ -153,35 +107,18 @@ def kl_loss(eps: torch.Tensor) -> torch.Tensor:
     return var + mean**2 - 1 - torch.log(var + 1e-7)
 
 
-def descend(loss_fn: Callable[[torch.Tensor], torch.Tensor], eps: torch.Tensor, step: float,
-            batched: bool | None = None) -> torch.Tensor:
+def descend(loss_fn: Callable[[torch.Tensor], torch.Tensor], eps: torch.Tensor, step: float) -> torch.Tensor:
     """One gradient step eps - s_b * grad L_b(eps) on a per-sample loss (B,) that cannot raise the loss.
 
     s_b starts at `step` and is halved while the step would raise sample b's loss or make it non-finite
     (backtracking line search with the simple decrease condition; Nocedal & Wright, Numerical Optimization,
     2nd ed., Algorithm 3.1). Where the plain gradient step already lowers the loss it is taken unchanged, so
     this is the paper's update wherever that update descends. A sample whose loss or gradient is not finite,
-    or for which no step of `MAX_HALVINGS` halvings lowers the loss, is left as it is.
-
-    The search tries one step after the other, stopping at the first that every sample accepts (usually the
-    first), which asks the device for a yes or no each time. `batched` (default: on any device but the CPU)
-    instead evaluates all MAX_HALVINGS + 1 steps in one call of loss_fn and picks each sample's first accepted
-    step on the device: the same result, no wait for the host, (MAX_HALVINGS + 1) x the loss work.
+    or for which no step of `MAX_HALVINGS` halvings lowers the loss, is left as it is. The search tries one
+    step after the other and stops at the first that every sample accepts (usually the first).
     """
-    eps = eps.detach().requires_grad_(True)
-    loss = loss_fn(eps)  # (B,)
-    (grad,) = torch.autograd.grad(loss.sum(), eps)
+    eps, grad, loss, finite = gradient(loss_fn, eps)
     with torch.no_grad():
-        finite = torch.isfinite(loss) & torch.isfinite(grad).flatten(1).all(dim=1)  # (B,)
-        grad = torch.where(finite.view(-1, 1, 1, 1), grad, 0.0)
-        if eps.device.type != "cpu" if batched is None else batched:
-            K, B = MAX_HALVINGS + 1, eps.shape[0]
-            steps = step * 2.0 ** -torch.arange(K, device=eps.device, dtype=eps.dtype)  # (K,)
-            trials = eps[None] - steps.view(K, 1, 1, 1, 1) * grad  # (K, B, C, H, W)
-            keep = (loss_fn(trials.flatten(0, 1)).view(K, B) <= loss) | ~finite  # (K, B)
-            first = keep.to(torch.uint8).argmax(dim=0)  # each sample's first accepted step (0 if none)
-            s = torch.where(keep.any(dim=0), steps[first], 0.0)  # (B,)
-            return (eps - s.view(-1, 1, 1, 1) * grad).detach()
         s = torch.full_like(loss, step)
         for _ in range(MAX_HALVINGS + 1):
             trial = eps - s.view(-1, 1, 1, 1) * grad
@@ -192,36 +129,43 @@ def descend(loss_fn: Callable[[torch.Tensor], torch.Tensor], eps: torch.Tensor, 
         return (eps - torch.where(keep, s, 0.0).view(-1, 1, 1, 1) * grad).detach()
 
 
+def gradient(loss_fn: Callable[[torch.Tensor], torch.Tensor], eps: torch.Tensor):
+    """(eps detached, grad L(eps) with non-finite samples' rows zeroed, L(eps) (B,), finite (B,)): what a line
+    search starts from."""
+    eps = eps.detach().requires_grad_(True)
+    loss = loss_fn(eps)  # (B,)
+    (grad,) = torch.autograd.grad(loss.sum(), eps)
+    with torch.no_grad():
+        finite = torch.isfinite(loss) & torch.isfinite(grad).flatten(1).all(dim=1)  # (B,)
+        grad = torch.where(finite.view(-1, 1, 1, 1), grad, 0.0)
+    return eps.detach(), grad, loss.detach(), finite
+
+
 MAX_HALVINGS = 64  # 2^-64 ~ 5e-20: enough for any map whose loss is finite in float32
 
 
 def regularize_eps(eps: torch.Tensor, generator: torch.Generator, lambda_ac: float = 20.0,
                    lambda_kl: float = 20.0, num_reg_steps: int = 5, num_ac_rolls: int = 5,
-                   pyramid_rescale: bool = True, pair_shifts: str = "random") -> torch.Tensor:
+                   pyramid_rescale: bool = True, descend: Callable = descend) -> torch.Tensor:
     """Gradient steps on eps (paper sec. 3.1; the authors' ddim_inv.py); returns a new tensor, no graph.
 
     repeat num_reg_steps times:
         repeat num_ac_rolls times: eps <- eps - lambda_ac * grad L_pair(eps) / num_ac_rolls  (fresh shifts each)
         eps <- eps - lambda_kl * grad L_KL(eps)
-    pair_shifts "all" replaces the inner loop by one step eps <- eps - lambda_ac * grad E[L_pair](eps) on
-    `pair_loss_expected`: no draws, one gradient instead of num_ac_rolls (an option, not the paper's procedure).
     A term with lambda 0 is skipped and draws nothing. Defaults are the authors' (lambda_ac = lambda_kl = 20,
     5 x 5). The losses are per sample and summed, so each sample moves as it would alone. Every step is taken
     with `descend`: L_pair is quartic in eps, so a fixed step overshoots, and diverges, once eps is correlated
     or large enough (the x2 pyramid makes level p weigh 16^p more than in the authors' code, for which
     lambda_ac = 20 was tuned; pyramid_rescale=False uses theirs); there each step is shortened until it lowers
-    its loss. Works inside torch.no_grad() and torch.inference_mode().
+    its loss. `descend` may be batched_line_search.descend_batched (the same steps). Works inside
+    torch.no_grad() and torch.inference_mode().
     """
     # NOTE(official): the authors' (and diffusers') steps are fixed and can overshoot; ours equal theirs
     # wherever theirs lower the loss.
-    if pair_shifts not in ("random", "all"):
-        raise ValueError(f"pair_shifts must be 'random' or 'all', not {pair_shifts!r}")
     with torch.inference_mode(False), torch.enable_grad():
         eps = eps.clone()  # a normal tensor even when the caller's is an inference tensor
         for _ in range(num_reg_steps):
-            if lambda_ac > 0 and pair_shifts == "all":
-                eps = descend(lambda e: pair_loss_expected(e, pyramid_rescale), eps, lambda_ac)
-            elif lambda_ac > 0:
+            if lambda_ac > 0:
                 for _ in range(num_ac_rolls):
                     shifts = random_shifts(eps, generator)
                     eps = descend(lambda e: pair_loss(e, shifts, pyramid_rescale), eps, lambda_ac / num_ac_rolls)

@@ -2,8 +2,8 @@
 the reference and the edits step by step, and decodes them (pix2pix-zero, arXiv:2302.03027, Algorithm 1).
 
 The command line, the web app and the README's example go through it. It picks the paper's loops (inversion.py,
-editing.py) or diffusers_compat's by `config.setting`, applies that setting's rules, and returns the settings it
-actually used, and how faithfully the reference reconstructs the input. Images are (1, 3, H, W) in [-1, 1];
+editing.py, with the options of options.py) or diffusers_compat's by `config.setting`, applies that setting's
+rules, and returns the settings it actually used, and how faithfully the reference reconstructs the input. Images are (1, 3, H, W) in [-1, 1];
 latents (1, 4, H/8, W/8).
 """
 from dataclasses import dataclass, field, replace
@@ -11,7 +11,7 @@ from typing import Callable
 
 import torch
 
-from . import diffusers_compat, editing, inversion
+from . import diffusers_compat, inversion, options
 from .config import EditConfig
 from .directions import edit_direction, template_sentences
 from .editing import decode_latents, initial_noise
@@ -96,7 +96,7 @@ def edit_image(sd: StableDiffusion, image: torch.Tensor | None, caption: str, so
         if diffusers:
             x_inv = diffusers_compat.invert(sd, x0, c, config, generator, progress)
         else:
-            levels = inversion.invert_path(sd, x0, c, config, generator, progress)
+            levels = options.invert_path(sd, x0, c, config, generator, progress)
             x_inv, x_path = levels[-1], levels if direct else None
     elif inverted is not None:
         x0, x_inv = (x.to(device, dtype) for x in inverted)
@@ -113,8 +113,10 @@ def edit_image(sd: StableDiffusion, image: torch.Tensor | None, caption: str, so
         directions = [edit_direction(sd, template_sentences(source), template_sentences(target)) for target in targets]
     if len(directions) != len(targets):
         raise ValueError(f"{len(targets)} targets but {len(directions)} directions")
-    edit = diffusers_compat.edit if diffusers else editing.edit
-    x_ref, x_edits = edit(sd, x_inv, c, directions, c_neg, config, progress, on_reference, x_path=x_path)
+    if diffusers:
+        x_ref, x_edits = diffusers_compat.edit(sd, x_inv, c, directions, c_neg, config, progress, on_reference)
+    else:
+        x_ref, x_edits = options.edit(sd, x_inv, c, directions, c_neg, config, progress, on_reference, x_path)
 
     reconstruction = decode_latents(sd, x_ref)
     errors = {}

@@ -213,13 +213,17 @@ def test_offline_with_no_weights_says_what_to_place_where(tmp_path, photo):
 
 
 @pytest.mark.parametrize("family", ["sd1", "sd2"])
-def test_default_edit_at_512_px_is_finite_and_not_flat_for_several_seeds(tmp_path, family):
+def test_default_edit_at_512_px_is_the_library_edit_and_finite_for_several_seeds(tmp_path, family):
     """The README's command with every default but --steps (the paper setting, lambda_ac = lambda_kl = 20,
     5 x 5 regularizer steps, 512 px) on random checkpoints of several seeds. Before the regularizer's steps
-    were made unable to overshoot, these inversions were all NaN and the edits black (and the run exited 0)."""
+    were made unable to overshoot, these inversions were all NaN and the edits black (and the run exited 0).
+    The written edit is, pixel for pixel, the one `edit_image` computes in this process with the settings the
+    run recorded (the CLI runs the paper's loops, nothing else); the inversion is finite."""
     from safetensors.torch import load_file
 
+    from pix2pix_zero import EditConfig, edit_image, load_sd
     from pix2pix_zero.loading.random_checkpoint import make_checkpoint
+    from pix2pix_zero.tools.image import load_image, tensor_to_pil
     y, x = np.mgrid[0:512, 0:512] / 512  # a smooth picture, as photographs mostly are
     Image.fromarray((np.stack([x, y, 0.5 + 0.5 * np.sin(6 * x) * np.cos(4 * y)], -1) * 255).astype(np.uint8)).save(
         tmp_path / "smooth.png")
@@ -231,8 +235,17 @@ def test_default_edit_at_512_px_is_finite_and_not_flat_for_several_seeds(tmp_pat
         assert r.returncode == 0, r.stderr
         inversion = load_file(out / "smooth-inversion.safetensors")
         assert torch.isfinite(inversion["x_inv"]).all() and inversion["x_inv"].shape == (1, 4, 64, 64)
-        edited = np.asarray(Image.open(out / "smooth-cat2dog.png"), dtype=np.float32)
-        assert edited.shape == (512, 512, 3) and edited.std() > 1.0
+        edited = np.asarray(Image.open(out / "smooth-cat2dog.png"))
+        assert edited.shape == (512, 512, 3) and edited.astype(np.float32).std() > 1.0
+        if seed == 0:
+            settings = json.loads((out / "smooth-cat2dog.json").read_text())
+            config = EditConfig(**settings["config"])
+            assert config == EditConfig(num_steps=2, posterior="mean")  # the defaults, the setting's posterior
+            image, _ = load_image(tmp_path / "smooth.png", size=512)
+            ours = edit_image(load_sd(weights), image, "a photo of a cat", "cat", ["dog"], config,
+                              torch.Generator().manual_seed(config.seed), progress=False)
+            torch.testing.assert_close(ours.x_inv, inversion["x_inv"], rtol=0, atol=0)
+            assert np.array_equal(np.asarray(tensor_to_pil(ours.edits[0])), edited)
 
 
 @pytest.mark.slow

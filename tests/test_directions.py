@@ -1,5 +1,4 @@
 """Edit directions: the template bank, mean embeddings, delta_c."""
-import pytest
 import torch
 
 from pix2pix_zero.directions import TEMPLATES, edit_direction, mean_embedding, template_sentences

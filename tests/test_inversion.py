@@ -2,16 +2,16 @@
 inversion; reconstruction, saving and loading."""
 import math
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
+from pix2pix_zero import options
 from pix2pix_zero.config import EditConfig
-from pix2pix_zero.editing import edit, follow_inversion_path
+from pix2pix_zero.direct_inversion import DirectInversion, follow_inversion_path
+from pix2pix_zero.editing import edit
+from pix2pix_zero.fixed_point import fixed_point_eps
+from pix2pix_zero.inversion import encode_image, invert, invert_path
 from pix2pix_zero.models.ddim import alphas_cumprod, ddim_inverse_step, inversion_schedule
-from pix2pix_zero.tools.image import pil_to_tensor
-from pix2pix_zero.inversion import encode_image, fixed_point_eps, invert, invert_path
 from pix2pix_zero.tools.inversion_file import Inversion
 
 
@@ -45,9 +45,12 @@ def test_regularizer_changes_the_inversion_and_is_seeded(sd):
     plain = invert(sd, x0, c, EditConfig(num_steps=3, lambda_ac=0, lambda_kl=0), torch.Generator(), progress=False)
     torch.testing.assert_close(a, b, atol=0, rtol=0)
     assert (a - plain).abs().max() > 1e-3
-    # pair_shifts "all" reaches the procedure: no shift draws, so any seed gives one result, not a's
-    every = [invert(sd, x0, c, EditConfig(num_steps=3, pair_shifts="all"), torch.Generator().manual_seed(s),
-                    progress=False) for s in (7, 8)]
+    # pair_shifts "all" reaches the procedure through options: no shift draws, so any seed gives one result,
+    # not a's; the paper's loop refuses it rather than silently running the paper's shifts
+    every = [options.invert_path(sd, x0, c, EditConfig(num_steps=3, pair_shifts="all"),
+                                 torch.Generator().manual_seed(s), progress=False)[-1] for s in (7, 8)]
+    with pytest.raises(ValueError, match="options.invert_path"):
+        invert(sd, x0, c, EditConfig(num_steps=3, pair_shifts="all"), torch.Generator(), progress=False)
     torch.testing.assert_close(every[0], every[1], atol=0, rtol=0)
     assert (every[0] - a).abs().max() > 1e-4 and (every[0] - plain).abs().max() > 1e-3
 
@@ -112,8 +115,8 @@ def test_fixed_point_with_one_iteration_is_ddim(sd):
     x0 = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(3))
     c = sd.encode_text(["a photo of a cat"])
     ddim = invert_path(sd, x0, c, EditConfig(num_steps=3), torch.Generator().manual_seed(1), progress=False)
-    one = invert_path(sd, x0, c, EditConfig(num_steps=3, inversion_method="fixed-point", inversion_iters=1),
-                      torch.Generator().manual_seed(1), progress=False)
+    one = options.invert_path(sd, x0, c, EditConfig(num_steps=3, inversion_method="fixed-point", inversion_iters=1),
+                              torch.Generator().manual_seed(1), progress=False)
     assert torch.equal(ddim, one) and ddim.shape == (4, 1, 4, 8, 8) and torch.equal(ddim[0], x0)
 
 
@@ -129,7 +132,7 @@ def test_fixed_point_solves_its_equation_at_every_step_and_reconstructs_better_t
     off = dict(num_steps=50, lambda_ac=0, lambda_kl=0, lambda_xa=0, guidance_scale=1)
     fixed, ddim = EditConfig(**off, inversion_method="fixed-point", inversion_iters=8), EditConfig(**off)
     residuals = []
-    path = invert_path(sd, x0, c, fixed, torch.Generator(), progress=False, residuals=residuals)
+    path = options.invert_path(sd, x0, c, fixed, torch.Generator(), progress=False, residuals=residuals)
     assert len(residuals) == 50 and all(len(r) == 7 and r[-1] < r[0] for r in residuals)
     for j, (t, alpha_bar_t, alpha_bar_prev) in enumerate(inversion_schedule(50, alphas_cumprod())):
         x_prev, x_t = path[j], path[j + 1]
@@ -184,7 +187,13 @@ def test_follow_inversion_path_moves_reference_onto_the_path_and_edits_by_the_sa
     x_inv_prev, x_ref_prev, x_edit = torch.full((1, 4, 2, 2), 3.0), torch.ones(1, 4, 2, 2), torch.zeros(1, 4, 2, 2)
     x_ref, (x_edit_next,) = follow_inversion_path(x_inv_prev, x_ref_prev, [x_edit])
     assert torch.equal(x_ref, x_inv_prev) and torch.equal(x_edit_next, torch.full((1, 4, 2, 2), 2.0))
-
+    path = torch.stack([torch.full((1, 4, 2, 2), float(k)) for k in range(4)])  # levels 0..3, x_inv = 3
+    after_step = DirectInversion(path, path[-1], num_steps=3)
+    x_ref, _ = after_step(0, torch.zeros(1, 4, 2, 2), [])  # step 0 lands on level N - 1 = 2
+    assert torch.equal(x_ref, path[2])
+    for bad_path, x_inv in ((path[:3], path[-1]), (path, path[0])):  # too few levels; not ending at x_inv
+        with pytest.raises(ValueError, match="levels of an inversion"):
+            DirectInversion(bad_path, x_inv, num_steps=3)
 
 
 @pytest.mark.parametrize("method", ["ddim", "direct", "fixed-point"])

@@ -1,4 +1,4 @@
-"""Tests for pix2pix_zero.noise_reg: hand-computed values, finite differences, the estimator's expectation,
+"""Tests for pix2pix_zero.noise_reg and its options all_shifts and batched_line_search: hand-computed values, finite differences, the estimator's expectation,
 properties of the procedure and its stability; where the paper's regularizer differs from diffusers_compat's,
 both. Parity with diffusers itself is in test_diffusers_compat.py."""
 from functools import partial
@@ -7,9 +7,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 from pix2pix_zero import diffusers_compat
-from pix2pix_zero.noise_reg import (autocorrelation, autocorrelations, autocorrelations_all, descend, kl_loss,
-                                    noise_pyramid, pair_loss, pair_loss_exact, pair_loss_expected, pool2x2,
-                                    random_shifts, regularize_eps)
+from pix2pix_zero.all_shifts import (autocorrelations_all, pair_loss_exact, pair_loss_expected,
+                                     regularize_eps_all_shifts)
+from pix2pix_zero.batched_line_search import descend_batched
+from pix2pix_zero.config import EditConfig
+from pix2pix_zero.noise_reg import (autocorrelation, autocorrelations, descend, kl_loss, noise_pyramid, pair_loss,
+                                    pool2x2, random_shifts, regularize_eps)
 
 
 def gen(seed=0):
@@ -202,17 +205,17 @@ def test_descend_never_raises_its_loss_and_is_the_plain_step_where_that_descends
 
 
 def test_batched_line_search_takes_the_same_steps_as_the_one_by_one_search():
-    """descend(batched=True), all halvings in one loss call (the GPU's sync-free search), equals the search that
+    """descend_batched, all halvings in one loss call (the GPU's sync-free search), equals the search that
     tries one step at a time: plain steps, shortened steps, each sample its own, and a non-finite sample left."""
     for scale, blur in ((0.01, 0), (1.0, 1), (10.0, 4), (1e3, 1)):
         eps = correlated(scale, blur, seed=blur, B=2, side=32)
         for loss_fn, step in ((partial(pair_loss, shifts=random_shifts(eps, gen(blur))), 4.0), (kl_loss, 20.0)):
-            torch.testing.assert_close(descend(loss_fn, eps, step, batched=True),
-                                       descend(loss_fn, eps, step, batched=False), rtol=0, atol=0)
+            torch.testing.assert_close(descend_batched(loss_fn, eps, step),
+                                       descend(loss_fn, eps, step), rtol=0, atol=0)
     eps = torch.cat([correlated(3.0, 2, B=1, side=16), torch.full((1, 4, 16, 16), 1e30)])  # 2nd: loss overflows
     loss_fn = partial(pair_loss, shifts=random_shifts(eps, gen()))
-    out = descend(loss_fn, eps, 4.0, batched=True)
-    torch.testing.assert_close(out, descend(loss_fn, eps, 4.0, batched=False), rtol=0, atol=0)
+    out = descend_batched(loss_fn, eps, 4.0)
+    torch.testing.assert_close(out, descend(loss_fn, eps, 4.0), rtol=0, atol=0)
     assert torch.equal(out[1], eps[1]) and not torch.equal(out[0], eps[0])
 
 
@@ -311,15 +314,15 @@ def test_pair_losses_equal_their_definitions_by_direct_sum_on_a_pyramid():
 
 
 def test_all_shifts_option_takes_one_step_on_the_expected_loss_and_draws_nothing():
-    """pair_shifts "all": each iteration is one `descend` of lambda_ac on pair_loss_expected, then the KL step; the
+    """regularize_eps_all_shifts (pair_shifts "all"): each iteration is one `descend` of lambda_ac on pair_loss_expected, then the KL step; the
     generator is never drawn from; it lowers the exact L_pair of a correlated map."""
     eps = box_blurred(randn(1, 4, 32, 32, seed=7))
     g = gen(8)
     state = g.get_state()
-    out = regularize_eps(eps, g, num_reg_steps=1, pair_shifts="all")
+    out = regularize_eps_all_shifts(eps, g, num_reg_steps=1)
     assert torch.equal(g.get_state(), state)
     by_hand = descend(kl_loss, descend(lambda e: pair_loss_expected(e), eps, 20.0), 20.0)
     torch.testing.assert_close(out, by_hand, rtol=0, atol=0)
     assert pair_loss_expected(out) < 0.9 * pair_loss_expected(eps) and pair_loss_exact(out) < pair_loss_exact(eps)
     with pytest.raises(ValueError, match="pair_shifts"):  # a misspelling is not silently the random procedure
-        regularize_eps(eps, gen(8), pair_shifts="All")
+        EditConfig(pair_shifts="All")

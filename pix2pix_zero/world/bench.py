@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
-from .. import editing, inversion
+from .. import editing, inversion, options
 from ..config import EditConfig
 from ..directions import edit_direction, template_sentences
 from ..pipeline import edit_image, setting_rules
@@ -113,9 +113,9 @@ def edit_batch(sd, chosen: list[scenes.Scene], target: str, config: EditConfig, 
     c = sd.encode_text([scenes.caption(scene) for scene in chosen])  # (B, L, D); c_neg = c, as for real images
     generator = torch.Generator().manual_seed(config.seed)
     x0 = inversion.encode_image(sd, images, config.posterior, generator)
-    levels = inversion.invert_path(sd, x0, c, config, generator, progress=False)
+    levels = options.invert_path(sd, x0, c, config, generator, progress=False)
     x_path = levels if config.inversion_method == "direct" else None
-    x_ref, (x_edit,) = editing.edit(sd, levels[-1], c, [direction], c, config, progress=False, x_path=x_path)
+    x_ref, (x_edit,) = options.edit(sd, levels[-1], c, [direction], c, config, progress=False, x_path=x_path)
     reconstructions, edits = editing.decode_latents(sd, x_ref), editing.decode_latents(sd, x_edit)
     return [Edited(images[i:i + 1], reconstructions[i:i + 1], edits[i:i + 1]) for i in range(len(chosen))]
 

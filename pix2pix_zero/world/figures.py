@@ -14,11 +14,12 @@ from pathlib import Path
 import torch
 from PIL import Image, ImageDraw
 
-from .. import editing, inversion
+from .. import editing, inversion, options
+from ..all_shifts import pair_loss_exact
 from ..config import EditConfig
 from ..models.attention import record_cross_attention
 from ..models.ddim import alphas_cumprod, inversion_schedule, x0_from_output
-from ..noise_reg import kl_loss, noise_pyramid, pair_loss_exact, regularize_eps
+from ..noise_reg import kl_loss, noise_pyramid
 from ..tools.files import atomic_path
 from ..tools.heatmap import WordAttention, word_token_indices
 from ..tools.image import tensor_to_pil
@@ -91,6 +92,7 @@ def autocorrelation_map(eta: torch.Tensor) -> torch.Tensor:
 def pyramid_figure(sd, x0, c, config: EditConfig, generator: torch.Generator) -> tuple[Image.Image, dict]:
     """Invert to the middle step, then show eps's pyramid autocorrelations before and after regularize_eps."""
     schedule = inversion_schedule(config.num_steps, alphas_cumprod())
+    regularize = options.regularizer(config, x0.device)
     x = x0
     middle = len(schedule) // 2
     with torch.no_grad():
@@ -98,11 +100,9 @@ def pyramid_figure(sd, x0, c, config: EditConfig, generator: torch.Generator) ->
             eps = inversion.unet_eps(sd, x, t, c, alpha_bar_t, f"step {j}")
             if j == middle:
                 break
-            eps = regularize_eps(eps.float(), generator, config.lambda_ac, config.lambda_kl, config.num_reg_steps,
-                                 config.num_ac_rolls, config.pyramid_rescale, config.pair_shifts)
+            eps = regularize(eps.float(), generator)
             x = inversion.ddim_inverse_step(eps, x, alpha_bar_t, alpha_bar_prev)
-    after = regularize_eps(eps.float(), generator, config.lambda_ac, config.lambda_kl, config.num_reg_steps,
-                           config.num_ac_rolls, config.pyramid_rescale, config.pair_shifts)
+    after = regularize(eps.float(), generator)
     rows, numbers = [], {"t": int(t)}
     for label, e in (("before", eps.float()), ("after", after)):
         cells = []
