@@ -89,6 +89,7 @@ VARIANTS = [
     Variant("one sentence", sentences="one"), Variant("template bank", sentences="templates"),
     Variant("10 steps", {"num_steps": 10}), Variant("25 steps", {"num_steps": 25}),
     Variant("diffusers setting", {"setting": "diffusers"}),
+    Variant("edit multiplier 2", {"edit_multiplier": 2.0}), Variant("edit multiplier 3", {"edit_multiplier": 3.0}),
 ]
 
 

@@ -144,7 +144,6 @@ def main_world_bench(argv: list[str]) -> int:
     a = p.parse_args(argv)
     from . import bench
     from ..tools.evaluation.sheet import contact_sheet
-    from ..tools.evaluation.stats import paired_difference, summarize
     from ..tools.image import save_png, tensor_to_pil
     for task in a.tasks:
         bench.parse_task(task)
@@ -189,29 +188,45 @@ def main_world_bench(argv: list[str]) -> int:
                                                    "centroid_error", "psnr_ideal")} for r in rows],
                               folder / "contact-sheet.png")
         print(f"wrote {folder / 'edits.csv'}, {sheet}")
+        write_summary(out, argv, all_rows, markdown)  # after every variant: a long run keeps what it measured
     if len(variants) > 1:
-        table = [["variant", *bench.ABLATION_METRICS]]
-        reference = all_rows["defaults"]
-        for name, rows in all_rows.items():
-            cells = [name]
-            for m in bench.ABLATION_METRICS:
-                scale = 100 if m == "success" else 1
-                mean = scale * summarize([r[m] for r in rows], draws=10).mean
-                if name == "defaults":
-                    cells.append(f"{mean:.3g}")
-                    continue
-                d = paired_difference([r[m] for r in reference], [r[m] for r in rows], draws=2000)
-                cells.append(f"{mean:.3g} ({scale * d.mean:+.3g} [{scale * d.low:+.3g}, {scale * d.high:+.3g}])")
-            table.append(cells)
-        print("\nAblation: mean (paired difference from the defaults [95% bootstrap interval])\n" + as_text(table))
-        markdown.insert(0, "### Ablation: mean (paired difference from the defaults [95% bootstrap interval])\n\n"
-                        f"{as_markdown(table)}\n")
-    from ..tools.files import atomic_path
-    with atomic_path(out / "summary.md") as tmp:
-        tmp.write_text(f"`train_free_edit.py world-bench {' '.join(argv)}`\n\n" + "\n".join(markdown))
+        print(f"\n{ABLATION_TITLE}\n" + as_text(ablation_table(all_rows)))
     write_csv([r for rows in all_rows.values() for r in rows], out / "all-edits.csv")
     print(f"wrote {out / 'all-edits.csv'}, {out / 'summary.md'}")
     return 0
+
+
+ABLATION_TITLE = "Ablation: mean (paired difference from the defaults [95% bootstrap interval])"
+
+
+def ablation_table(all_rows: dict[str, list[dict]]) -> list[list[str]]:
+    """One row per variant: each metric's mean and its paired difference from the defaults' rows (the same
+    scenes) with a 95% bootstrap interval."""
+    from . import bench
+    from ..tools.evaluation.stats import paired_difference, summarize
+    table = [["variant", *bench.ABLATION_METRICS]]
+    reference = all_rows["defaults"]
+    for name, rows in all_rows.items():
+        cells = [name]
+        for m in bench.ABLATION_METRICS:
+            scale = 100 if m == "success" else 1
+            mean = scale * summarize([r[m] for r in rows], draws=10).mean
+            if name == "defaults":
+                cells.append(f"{mean:.3g}")
+                continue
+            d = paired_difference([r[m] for r in reference], [r[m] for r in rows], draws=2000)
+            cells.append(f"{mean:.3g} ({scale * d.mean:+.3g} [{scale * d.low:+.3g}, {scale * d.high:+.3g}])")
+        table.append(cells)
+    return table
+
+
+def write_summary(out: Path, argv: list[str], all_rows: dict[str, list[dict]], markdown: list[str]) -> None:
+    """summary.md: the command, the ablation table (once a variant besides the defaults has run), then each
+    variant's table."""
+    from ..tools.files import atomic_path
+    head = [f"### {ABLATION_TITLE}\n\n{as_markdown(ablation_table(all_rows))}\n"] if len(all_rows) > 1 else []
+    with atomic_path(out / "summary.md") as tmp:
+        tmp.write_text(f"`train_free_edit.py world-bench {' '.join(argv)}`\n\n" + "\n".join(head + markdown))
 
 
 if __name__ == "__main__":
