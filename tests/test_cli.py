@@ -1,4 +1,12 @@
-"""train_free_edit.py run as a user runs it, on tiny weights in a temporary folder."""
+"""train_free_edit.py run as a user runs it, on tiny weights in a temporary folder.
+
+`cli` runs the command line's main(argv) in this process, in the given folder, with its exit status, stdout
+and stderr, as a subprocess would report them: a fresh interpreter would spend ~4 s importing torch and
+transformers per call. What needs a process of its own (a kill mid-run, torchrun's ranks, the console script,
+--help's imports) starts one: here and in test_cli_arguments.py.
+"""
+import contextlib
+import io
 import json
 import os
 import re
@@ -12,13 +20,29 @@ import torch
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.slow  # every test here runs the command in a subprocess
+pytestmark = pytest.mark.slow  # every test here runs whole commands
 
 
-def cli(*args, cwd):
-    env = {k: v for k, v in os.environ.items()} | {"HF_HUB_OFFLINE": "1"}
-    return subprocess.run([sys.executable, str(ROOT / "train_free_edit.py"), *map(str, args)], cwd=cwd,
-                          capture_output=True, text=True, env=env, timeout=600)
+def cli(*args, cwd) -> subprocess.CompletedProcess:
+    """`train_free_edit.py ARGS` run from `cwd`, offline, in this process."""
+    from pix2pix_zero.cli import main
+    out, err, here = io.StringIO(), io.StringIO(), os.getcwd()
+    offline = os.environ.get("HF_HUB_OFFLINE")
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    try:
+        os.chdir(cwd)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main([str(a) for a in args])
+            except SystemExit as e:  # argparse's usage errors
+                code = e.code if isinstance(e.code, int) else 1
+    finally:
+        os.chdir(here)
+        if offline is None:
+            del os.environ["HF_HUB_OFFLINE"]
+        else:
+            os.environ["HF_HUB_OFFLINE"] = offline
+    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
 
 
 @pytest.fixture
