@@ -17,7 +17,8 @@ def check_finite(x: torch.Tensor, what: str, where: str) -> torch.Tensor:
         return x
     bad = int((~torch.isfinite(x)).sum())
     if x.dtype == torch.float16 and where.startswith("VAE"):
-        fix = "float16 overflows in the VAE: run it with --vae-dtype fp32 (the default) or bf16"
+        fix = ("float16 overflows in the VAE: run it with --vae-dtype fp32 (the default) or bf16 (SDXL's "
+               "VAE overflows float16 where SD's does not; a fp16-safe one is madebyollin/sdxl-vae-fp16-fix)")
     elif x.dtype == torch.float16:
         fix = "float16 overflows here: run with --dtype bf16 or --dtype fp32"
     else:

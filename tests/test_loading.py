@@ -197,8 +197,10 @@ def test_pickle_checkpoint_is_refused_without_unpickling(tmp_path, zip_format):
     assert marker.exists()
 
 
-def test_sdxl_single_file_is_refused(tmp_path, tensors):
-    load_error(variant(tmp_path, tensors | {"conditioner.embedders.0.x": torch.zeros(1)}), "SDXL")
+def test_a_stray_sdxl_conditioner_key_is_refused(tmp_path, tensors):
+    """An SD 1.x file with a conditioner.* key is neither SD 1.x nor SDXL 1.0 base (tests/test_sdxl.py loads SDXL)."""
+    load_error(variant(tmp_path, tensors | {"conditioner.embedders.0.x": torch.zeros(1)}), "SDXL-style checkpoint",
+               "not supported")
 
 
 def test_inpainting_single_file_is_refused(tmp_path, tensors):

@@ -3,7 +3,8 @@
 Our modules use the diffusers names. The original single-file layout numbers blocks sequentially
 (`input_blocks.N.M`, `encoder.down.i.block.j`); the rules below derive the correspondence from the number of
 levels, layers per level and which levels have attention, as a table of (original prefix, our prefix) pairs
-plus a few renames inside resnets and the VAE attention. The same table renames in both directions.
+plus a few renames inside resnets and the VAE attention. The same table renames in both directions. A spatial
+transformer's inside keeps its names (`transformer_blocks.N...` in both layouts), so any depth renames alike.
 """
 import re
 
@@ -30,12 +31,15 @@ def unet_layout(ldm_keys) -> tuple[int, int, list[bool]]:
     return levels, layers, attention
 
 
-def unet_table(levels: int, layers: int, attention: list[bool]) -> Table:
+def unet_table(levels: int, layers: int, attention: list[bool], added_embedding: bool = False) -> Table:
+    """added_embedding: SDXL's label_emb.0 (Linear, SiLU, Linear), our add_embedding."""
     t: Table = [("input_blocks.0.0.", "conv_in.", []), ("time_embed.0.", "time_embedding.linear_1.", []),
                 ("time_embed.2.", "time_embedding.linear_2.", []), ("out.0.", "conv_norm_out.", []),
                 ("out.2.", "conv_out.", []), ("middle_block.0.", "mid_block.resnets.0.", UNET_RESNET),
                 ("middle_block.1.", "mid_block.attentions.0.", []),
                 ("middle_block.2.", "mid_block.resnets.1.", UNET_RESNET)]
+    if added_embedding:
+        t += [("label_emb.0.0.", "add_embedding.linear_1.", []), ("label_emb.0.2.", "add_embedding.linear_2.", [])]
     for i in range(levels):
         for j in range(layers):
             k = 1 + i * (layers + 1) + j

@@ -3,7 +3,10 @@
 Module names follow the diffusers layout (`down_blocks.i.resnets.j`, `...attentions.j.transformer_blocks.0
 .attn2.to_q`), so a diffusers-format folder loads with no renaming; `convert.py` maps the original
 `input_blocks.N` layout onto these names by rule. SD 1.x and 2.x differ only in `UNetConfig`:
-8 heads vs 64-channel heads, conv vs linear proj_in/proj_out, context width 768 vs 1024.
+8 heads vs 64-channel heads, conv vs linear proj_in/proj_out, context width 768 vs 1024. SDXL (Podell et al.,
+arXiv:2307.01952, sec. 2.1-2.2) is a config too: three levels (320, 640, 1280), no attention at the first,
+1/2/10 transformer blocks per spatial transformer, context 2048, and an added embedding of the pooled text
+embedding and six size/crop numbers (`add_embedding`, the original's `label_emb`) summed into the timestep's.
 Tensors: latents (B, C, H, W), text context (B, L, D), N = H*W positions.
 """
 import math
@@ -29,9 +32,28 @@ class UNetConfig:
     head_dim: int | None = None  # SD 2.x: heads of 64 channels (set this, num_heads=None)
     linear_projection: bool = False  # SD 2.x: proj_in/proj_out are Linear, not 1x1 Conv
     groups: int = 32  # GroupNorm groups everywhere
+    # Transformer blocks in each spatial transformer, per level; the mid block's is the last level's, as in
+    # sgm's openaimodel.py (transformer_depth_middle) and diffusers. SD 1.x/2.x: 1 everywhere; SDXL: 1, 2, 10.
+    transformer_depth: tuple[int, ...] = (1, 1, 1, 1)
+    # SDXL's added conditioning: add_embedding maps [pooled text embedding (pooled_dim) | a sinusoid of
+    # time_id_dim channels for each of the num_time_ids size/crop numbers] to the timestep embedding's width.
+    pooled_dim: int | None = None  # SDXL: 1280 (OpenCLIP ViT-bigG/14's projection); None: no added embedding
+    time_id_dim: int = 256  # sgm's ConcatTimestepEmbedderND(outdim=256); diffusers' addition_time_embed_dim
+    num_time_ids: int = 6  # original (h, w), crop (top, left), target (h, w); the refiner's 5 are not supported
+
+    def __post_init__(self):
+        levels = len(self.block_out_channels)
+        if len(self.attention_levels) != levels or len(self.transformer_depth) != levels:
+            raise ValueError(f"UNetConfig: {levels} levels of block_out_channels, but attention_levels has "
+                             f"{len(self.attention_levels)} and transformer_depth {len(self.transformer_depth)}")
 
     def heads(self, channels: int) -> int:
         return self.num_heads if self.num_heads else channels // self.head_dim
+
+    @property
+    def added_dim(self) -> int:
+        """Inputs of add_embedding (0 without one): SDXL base 1280 + 6 x 256 = 2816."""
+        return self.pooled_dim + self.num_time_ids * self.time_id_dim if self.pooled_dim else 0
 
     @staticmethod
     def tiny(**changes) -> "UNetConfig":
@@ -117,16 +139,16 @@ class BasicTransformerBlock(nn.Module):
 
 
 class Transformer2DModel(nn.Module):
-    """Spatial transformer: GroupNorm, project in, one transformer block over the N = H*W positions, out."""
+    """Spatial transformer: GroupNorm, project in, `depth` transformer blocks over the N = H*W positions, out."""
 
-    def __init__(self, channels: int, config: UNetConfig):
+    def __init__(self, channels: int, config: UNetConfig, depth: int = 1):
         super().__init__()
         self.linear = config.linear_projection
         proj = (lambda: nn.Linear(channels, channels)) if self.linear else (lambda: nn.Conv2d(channels, channels, 1))
         self.norm = nn.GroupNorm(config.groups, channels, eps=1e-6)
         self.proj_in = proj()
         self.transformer_blocks = nn.ModuleList(
-            [BasicTransformerBlock(channels, config.context_dim, config.heads(channels))])
+            [BasicTransformerBlock(channels, config.context_dim, config.heads(channels)) for _ in range(depth)])
         self.proj_out = proj()
 
     def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
@@ -137,7 +159,8 @@ class Transformer2DModel(nn.Module):
         hidden = rearrange(hidden, "b c H W -> b (H W) c")
         if self.linear:
             hidden = self.proj_in(hidden)
-        hidden = self.transformer_blocks[0](hidden, context)
+        for block in self.transformer_blocks:
+            hidden = block(hidden, context)
         if self.linear:
             hidden = self.proj_out(hidden)
         hidden = rearrange(hidden, "b (H W) c -> b c H W", H=H, W=W)
@@ -167,12 +190,14 @@ class Upsample2D(nn.Module):
 class DownBlock(nn.Module):
     """One resolution level of the encoder half: (resnet [+ transformer]) x layers, then maybe downsample."""
 
-    def __init__(self, in_ch: int, out_ch: int, temb_dim: int, config: UNetConfig, attention: bool, down: bool):
+    def __init__(self, in_ch: int, out_ch: int, temb_dim: int, config: UNetConfig, attention: bool, down: bool,
+                 depth: int = 1):
         super().__init__()
         n = config.layers_per_block
         self.resnets = nn.ModuleList(
             [ResnetBlock2D(in_ch if j == 0 else out_ch, out_ch, temb_dim, config.groups) for j in range(n)])
-        self.attentions = nn.ModuleList([Transformer2DModel(out_ch, config) for _ in range(n)] if attention else [])
+        self.attentions = nn.ModuleList(
+            [Transformer2DModel(out_ch, config, depth) for _ in range(n)] if attention else [])
         self.downsamplers = nn.ModuleList([Downsample2D(out_ch)] if down else [])
 
     def forward(self, x, temb, context, skips: list[torch.Tensor]) -> torch.Tensor:
@@ -191,13 +216,14 @@ class UpBlock(nn.Module):
     """One level of the decoder half: (concat skip, resnet [+ transformer]) x (layers + 1), maybe upsample."""
 
     def __init__(self, in_ch: int, prev_ch: int, out_ch: int, temb_dim: int, config: UNetConfig,
-                 attention: bool, up: bool):
+                 attention: bool, up: bool, depth: int = 1):
         super().__init__()
         n = config.layers_per_block + 1
         skip_ch = [out_ch] * (n - 1) + [in_ch]
         self.resnets = nn.ModuleList([ResnetBlock2D((prev_ch if j == 0 else out_ch) + skip_ch[j], out_ch, temb_dim,
                                                     config.groups) for j in range(n)])
-        self.attentions = nn.ModuleList([Transformer2DModel(out_ch, config) for _ in range(n)] if attention else [])
+        self.attentions = nn.ModuleList(
+            [Transformer2DModel(out_ch, config, depth) for _ in range(n)] if attention else [])
         self.upsamplers = nn.ModuleList([Upsample2D(out_ch)] if up else [])
 
     def forward(self, x, temb, context, skips: list[torch.Tensor]) -> torch.Tensor:
@@ -214,7 +240,7 @@ class MidBlock(nn.Module):
     def __init__(self, channels: int, temb_dim: int, config: UNetConfig):
         super().__init__()
         self.resnets = nn.ModuleList([ResnetBlock2D(channels, channels, temb_dim, config.groups) for _ in range(2)])
-        self.attentions = nn.ModuleList([Transformer2DModel(channels, config)])
+        self.attentions = nn.ModuleList([Transformer2DModel(channels, config, config.transformer_depth[-1])])
 
     def forward(self, x, temb, context) -> torch.Tensor:
         x = self.resnets[0](x, temb)
@@ -232,21 +258,33 @@ class UNet(nn.Module):
         temb_dim = 4 * ch[0]
         self.conv_in = nn.Conv2d(config.in_channels, ch[0], 3, padding=1)
         self.time_embedding = TimestepEmbedding(ch[0], temb_dim)
+        # SDXL: the original's label_emb.0 (Linear, SiLU, Linear), diffusers' add_embedding
+        self.add_embedding = TimestepEmbedding(config.added_dim, temb_dim) if config.pooled_dim else None
         self.down_blocks = nn.ModuleList([
-            DownBlock(ch[max(i - 1, 0)], ch[i], temb_dim, config, config.attention_levels[i], down=i < levels - 1)
+            DownBlock(ch[max(i - 1, 0)], ch[i], temb_dim, config, config.attention_levels[i], down=i < levels - 1,
+                      depth=config.transformer_depth[i])
             for i in range(levels)])
         self.mid_block = MidBlock(ch[-1], temb_dim, config)
-        rch, rattn = ch[::-1], config.attention_levels[::-1]
+        rch, rattn, rdepth = ch[::-1], config.attention_levels[::-1], config.transformer_depth[::-1]
         self.up_blocks = nn.ModuleList([
             UpBlock(rch[min(i + 1, levels - 1)], rch[max(i - 1, 0)], rch[i], temb_dim, config, rattn[i],
-                    up=i < levels - 1)
+                    up=i < levels - 1, depth=rdepth[i])
             for i in range(levels)])
         self.conv_norm_out = nn.GroupNorm(config.groups, ch[0])
         self.conv_out = nn.Conv2d(ch[0], config.out_channels, 3, padding=1)
 
-    def forward(self, x: torch.Tensor, t: int | torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: int | torch.Tensor, context: torch.Tensor, *,
+                pooled: torch.Tensor | None = None, time_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """x_t (B, 4, H, W), timestep(s) t, text context c (B, L, D) -> the prediction (B, 4, H, W).
+
+        SDXL only (keywords, required there and refused elsewhere): `pooled` (B, pooled_dim), the pooled text
+        embedding, and `time_ids` (B, 6) or (6,), the numbers (original h, original w, crop top, crop left,
+        target h, target w) in pixels; diffusers calls them added_cond_kwargs' text_embeds and time_ids.
+        """
         t = torch.as_tensor(t, device=x.device).reshape(-1).expand(x.shape[0])
         temb = self.time_embedding(timestep_embedding(t, self.config.block_out_channels[0]).to(x.dtype))
+        if self.add_embedding is not None or pooled is not None or time_ids is not None:
+            temb = temb + self.added_embedding(pooled, time_ids, x.shape[0]).to(x.dtype)
         x = self.conv_in(x)
         skips = [x]
         for block in self.down_blocks:
@@ -255,3 +293,19 @@ class UNet(nn.Module):
         for block in self.up_blocks:
             x = block(x, temb, context, skips)
         return self.conv_out(F.silu(self.conv_norm_out(x)))
+
+    def added_embedding(self, pooled: torch.Tensor | None, time_ids: torch.Tensor | None, B: int) -> torch.Tensor:
+        """SDXL's added conditioning, summed into the timestep embedding: add_embedding([pooled | emb(ids)]),
+        each of the six ids embedded like a timestep (sgm ConcatTimestepEmbedderND; SDXL paper, sec. 2.2)."""
+        cfg = self.config
+        if self.add_embedding is None:
+            raise ValueError("pooled/time_ids given, but this UNet has no added embedding (only SDXL's has)")
+        if pooled is None or time_ids is None:
+            raise ValueError("this UNet (SDXL) needs pooled= (B, pooled_dim), the pooled text embedding, and "
+                             f"time_ids= (B, {cfg.num_time_ids}): original h, w, crop top, left, target h, w")
+        if pooled.shape != (B, cfg.pooled_dim):
+            raise ValueError(f"pooled has shape {tuple(pooled.shape)}; this UNet takes ({B}, {cfg.pooled_dim})")
+        time_ids = time_ids.to(pooled.device).reshape(-1, cfg.num_time_ids).expand(B, -1)
+        emb = timestep_embedding(time_ids.reshape(-1), cfg.time_id_dim)  # (B * 6, time_id_dim)
+        emb = rearrange(emb, "(b n) d -> b (n d)", b=B)  # (B, 6 * time_id_dim)
+        return self.add_embedding(torch.cat([pooled, emb.to(pooled.dtype)], dim=-1))  # (B, temb_dim)

@@ -15,6 +15,11 @@ from torch import nn
 from .unet import ResnetBlock2D, Upsample2D
 
 LATENT_SCALE = 0.18215  # SD 1.x and 2.x: makes the latents roughly unit-variance (ldm configs, scale_factor)
+# SDXL's VAE has this architecture with retrained weights and its own scale (sgm configs/inference/sd_xl_base.yaml,
+# scale_factor). It overflows float16 (NaN images) where SD's does not: diffusers marks it force_upcast and decodes in
+# fp32. Keep it fp32 (load_sd's vae_dtype default) or bf16, or use a VAE retrained to stay in fp16 range (the
+# community madebyollin/sdxl-vae-fp16-fix).
+SDXL_LATENT_SCALE = 0.13025
 
 
 @dataclass(frozen=True)
