@@ -25,8 +25,8 @@ import sys
 from pathlib import Path
 
 from pix2pix_zero.loading.checkpoint import CheckpointError
-from pix2pix_zero.tools.arguments import (COMMANDS_HELP, DTYPES, HelpFormatter, check_model_args, config_args,
-                                          load_model, model_args, sentence_args, sentence_options)
+from pix2pix_zero.tools.arguments import (COMMANDS_HELP, DEFAULT_SIZE, DTYPES, HelpFormatter, check_model_args,
+                                          config_args, load_model, model_args, sentence_args, sentence_options)
 from pix2pix_zero.tools.evaluation.commands import main_evaluate, main_pie_bench
 from pix2pix_zero.world.commands import main_world, main_world_bench
 
@@ -58,8 +58,9 @@ def edit_parser() -> argparse.ArgumentParser:
                                                        "in transformers' layout")
     g.add_argument("--caption-only", action="store_true", help="print the captions of the inputs and stop")
     g.add_argument("--negative-prompt", help="default: the caption for real images, empty for synthetic")
-    g.add_argument("--size", type=int, default=512, help="shorter image side; then each side is centre-cropped to a "
-                   "multiple of 64, the longer side capped at 2 x size (README: size policy)")
+    g.add_argument("--size", type=int, help="shorter image side (default: the checkpoint's, 1024 for SDXL, else 512); "
+                   "then each side is centre-cropped to a multiple of 64, the longer side capped at 2 x size "
+                   "(docs/images.md: size policy)")
     g.add_argument("--pad", action="store_true", help="pad each side to a multiple of 64 instead of cropping")
     g.add_argument("--shard", help="I/N: edit only shard I (0-based) of N of the sorted inputs (SLURM arrays, "
                                    "several machines); under torchrun the ranks shard by themselves")
@@ -145,7 +146,7 @@ def main_edit(argv: list[str]) -> int:
         p.error("give --input or --inversion, not both")
     if a.caption_only and not a.input:
         p.error("--caption-only needs --input")
-    if a.size <= 0 or a.size % 8:
+    if a.size is not None and (a.size <= 0 or a.size % 8):
         p.error(f"--size must be a positive multiple of 8 (e.g. 512), not {a.size}")
     if a.inversion:
         inversion_settings(a, p, argv)
@@ -156,7 +157,7 @@ def main_edit(argv: list[str]) -> int:
     stems = folder.output_stems(images) if a.input else {None: None}
     if a.caption_only:
         from pix2pix_zero.tools.captions import caption_files
-        good, bad = folder.usable_images(images, a.size, a.pad)
+        good, bad = folder.usable_images(images, a.size or DEFAULT_SIZE, a.pad)
         for reason in bad.values():
             print(f"error: {reason}", file=sys.stderr)
         captions, name = caption_files(good, stems, a.out, a.captioner, a.weights_dir, a.device, DTYPES[a.dtype],

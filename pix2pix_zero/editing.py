@@ -20,12 +20,20 @@ from .models.ddim import alphas_cumprod, ddim_step, sampling_schedule
 from .models.sd import StableDiffusion
 
 
-def attention_loss(maps: dict[str, torch.Tensor], maps_ref: dict[str, torch.Tensor]) -> torch.Tensor:
-    """sum over layers of the mean over (batch row, head) of sum_{position, token} (M - M_ref)^2 (sec. 3.3).
+SD1_LAYERS = 16  # cross-attention layers of SD 1.x and 2.x, for which lambda_xa = 0.1 was tuned
 
-    This is also diffusers' Pix2PixZeroL2Loss.
+
+def attention_loss(maps: dict[str, torch.Tensor], maps_ref: dict[str, torch.Tensor]) -> torch.Tensor:
+    """||M - M_ref||^2 (sec. 3.3): the mean over (batch row, head) of sum_{position, token} (M - M_ref)^2,
+    summed over the cross-attention layers, scaled by SD1_LAYERS / layers.
+
+    For SD 1.x and 2.x (16 layers) this is the paper's sum over layers, and diffusers' Pix2PixZeroL2Loss.
+    A sum grows with the number of layers (SDXL has 70), and so would the guidance step lambda_xa * gradient
+    for the same change of the maps: as 16 x the mean over layers the loss keeps lambda_xa's meaning on every
+    family, so one default serves all (docs/sdxl.md).
     """
-    return sum(((M - maps_ref[name]) ** 2).sum(dim=(-2, -1)).mean() for name, M in maps.items())
+    total = sum(((M - maps_ref[name]) ** 2).sum(dim=(-2, -1)).mean() for name, M in maps.items())
+    return total if len(maps) == SD1_LAYERS else total * (SD1_LAYERS / len(maps))
 
 
 def cfg_output(sd: StableDiffusion, x_pair: torch.Tensor, t: int, c: torch.Tensor, c_neg: torch.Tensor,

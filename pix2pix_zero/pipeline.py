@@ -15,7 +15,7 @@ from . import diffusers_compat, inversion, options
 from .config import EditConfig
 from .directions import edit_direction, template_sentences
 from .editing import decode_latents, initial_noise
-from .models.sd import StableDiffusion
+from .models.sd import StableDiffusion, sdxl_time_ids
 from .tools.evaluation import metrics
 
 
@@ -61,12 +61,24 @@ def reconstruction_errors(x0: torch.Tensor, x_ref: torch.Tensor, image: torch.Te
             "psnr_decoded_x0_db": psnr(decoded_x0, reconstruction)}
 
 
+def negative_conditioning(sd: StableDiffusion, negative: str, time_ids: tuple[int, ...] | None) -> torch.Tensor:
+    """c_neg for classifier-free guidance: the negative prompt's embedding; for SDXL an empty negative prompt is
+    all zeros (token rows and pooled embedding), the size/crop numbers kept."""
+    c_neg = sd.encode_text([negative], time_ids)
+    if sd.family == "sdxl" and negative == "":
+        # NOTE(official): SDXL base ships force_zeros_for_empty_prompt=True: diffusers' StableDiffusionXLPipeline
+        # conditions on zeros, not on the encoded "", when the negative prompt is empty.
+        c_neg = torch.cat([torch.zeros_like(c_neg[:, :-1]), c_neg[:, -1:]], dim=1)
+        c_neg[:, -1, :sd.unet.config.pooled_dim] = 0
+    return c_neg
+
+
 def edit_image(sd: StableDiffusion, image: torch.Tensor | None, caption: str, source: str, targets: list[str],
                config: EditConfig, generator: torch.Generator, *, directions: list[torch.Tensor] | None = None,
                negative_prompt: str | None = None, inverted: tuple[torch.Tensor, torch.Tensor] | None = None,
                x_path: torch.Tensor | None = None, size: tuple[int, int] | None = None,
                on_reference: Callable[[int, dict[str, torch.Tensor]], None] | None = None,
-               progress: bool = True) -> EditResult:
+               time_ids: tuple[int, ...] | None = None, progress: bool = True) -> EditResult:
     """Edit from the word `source` to each word of `targets` (e.g. "cat" -> ["dog", "fox"]), keeping the image.
 
     What is edited, one of:
@@ -79,15 +91,24 @@ def edit_image(sd: StableDiffusion, image: torch.Tensor | None, caption: str, so
     guidance; default: the caption for real images (as the authors), "" for synthetic ones.
     directions: delta_c (1, L, D) per target, e.g. from tools.sentences with its cache; default: computed
     here from the built-in template sentences.
+    time_ids: SDXL's size/crop numbers (models.sd.sdxl_time_ids; tools.image.geometry_time_ids for a file);
+    default: the edited image's size, uncropped. Other families have none.
     generator draws everything random, in this order: the posterior sample (if the setting samples), the
     regularizer's shifts, x_T (synthetic).
     """
     config = setting_rules(config)
     diffusers = config.setting == "diffusers"
+    if diffusers and sd.family == "sdxl":
+        raise ValueError("the diffusers setting reproduces diffusers' StableDiffusionPix2PixZeroPipeline, which "
+                         "runs SD 1.x/2.x only: use --setting paper for SDXL")
     real = image is not None or inverted is not None
     device, dtype = sd.unet.conv_in.weight.device, sd.unet.conv_in.weight.dtype
     negative = negative_prompt if negative_prompt is not None else (caption if real else "")
-    c, c_neg = sd.encode_text([caption]), sd.encode_text([negative])  # (1, L, D)
+    if time_ids is None and sd.family == "sdxl":
+        hw = tuple(image.shape[-2:]) if image is not None else size if size is not None else \
+            tuple(8 * s for s in inverted[1].shape[-2:])
+        time_ids = sdxl_time_ids(hw)
+    c, c_neg = sd.encode_text([caption], time_ids), negative_conditioning(sd, negative, time_ids)  # (1, L, D)
 
     x0 = None
     direct = config.inversion_method == "direct"

@@ -147,7 +147,7 @@ def test_directions_for_several_targets_feed_edit_direction(tmp_path, single_fil
     from safetensors.torch import save_file
     save_file({"delta_c": torch.zeros(1, 77, 768)}, tmp_path / "sd15.safetensors")  # another family's width
     code, _, err = command([*synthetic, "--out", tmp_path / "c", "--direction", tmp_path / "sd15.safetensors"])
-    assert code == 2 and "sd15.safetensors: delta_c has width 768" in err
+    assert code == 2 and "sd15.safetensors: delta_c has shape (77, 768)" in err
     code, _, err = command([*synthetic, "--out", tmp_path / "c", "--direction", tmp_path / "missing.safetensors"])
     assert code == 2 and "--direction" in err and "missing.safetensors: no such file" in err
 

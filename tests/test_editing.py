@@ -26,8 +26,12 @@ def test_attention_loss_hand_value():
     M = {"a": torch.zeros(1, 2, 3, 4), "b": torch.zeros(1, 1, 2, 2)}
     ref = {"a": torch.zeros(1, 2, 3, 4), "b": torch.ones(1, 1, 2, 2)}
     M["a"][0, 0, 0, 0] = 2.0  # row (batch 0, head 0): sum 4; row (0, 1): 0 -> mean over the 2 rows = 2
-    # layer b: one row, sum over 2x2 of (0 - 1)^2 = 4
-    assert attention_loss(M, ref).item() == pytest.approx(2.0 + 4.0)
+    # layer b: one row, sum over 2x2 of (0 - 1)^2 = 4; two layers, so the sum is scaled by 16 / 2
+    assert attention_loss(M, ref).item() == pytest.approx((2.0 + 4.0) * 16 / 2)
+    # 16 layers (SD 1.x/2.x): the plain sum over layers, the paper's (and diffusers') loss
+    M16 = {f"l{i}": M["a"] for i in range(15)} | {"b": M["b"]}
+    ref16 = {f"l{i}": ref["a"] for i in range(15)} | {"b": ref["b"]}
+    assert attention_loss(M16, ref16).item() == pytest.approx(15 * 2.0 + 4.0)
 
 
 def test_reference_maps_are_distributions_over_tokens(sd, texts):

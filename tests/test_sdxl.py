@@ -283,9 +283,25 @@ def test_bigg_from_the_single_file_is_open_clips_tower(sdxl_files, sdxl_single):
     assert (with_final_norm - penultimate).abs().max() > 0.1  # SD 2.x's ln_final here would be visible
 
 
-def test_encode_text_is_the_c_of_encode_text_and_pooled(sdxl):
+def test_encode_text_packs_c_pooled_and_time_ids_and_the_unet_reads_them_back(sdxl):
+    """encode_text's (B, 78, 2048): the 77 rows of c, then [pooled | the six numbers | 0]; the UNet given the
+    packed tensor computes what it computes from the three given apart."""
+    from pix2pix_zero.models.unet import unpack_conditioning
+    ids = (768, 1024, 16, 0, 512, 512)
     with torch.no_grad():
-        assert torch.equal(sdxl.encode_text(PROMPTS), sdxl.encode_text_and_pooled(PROMPTS)[0])
+        packed = sdxl.encode_text(PROMPTS, ids)
+        c, pooled = sdxl.encode_text_and_pooled(PROMPTS)
+        assert packed.shape == (len(PROMPTS), 78, c.shape[-1]) and sdxl.conditioning_shape == (78, c.shape[-1])
+        assert torch.equal(packed[:, :77], c) and torch.equal(packed[:, 77, :pooled.shape[-1]], pooled)
+        P = pooled.shape[-1]
+        assert packed[:, 77, P:P + 6].tolist() == [list(map(float, ids))] * len(PROMPTS)
+        assert not packed[:, 77, P + 6:].any()
+        _, _, time_ids = unpack_conditioning(packed, sdxl.unet.config)
+        x = torch.randn(len(PROMPTS), 4, 8, 8, generator=torch.Generator().manual_seed(0))
+        apart = sdxl.unet(x, 500, c, pooled=pooled, time_ids=torch.tensor(ids, dtype=torch.float32))
+        assert torch.equal(sdxl.unet(x, 500, packed), apart) and torch.equal(time_ids[0], torch.tensor(ids).float())
+        default = sdxl.encode_text(PROMPTS)  # SDXL's native 1024 x 1024, uncropped
+        assert default[0, 77, P:P + 6].tolist() == [1024.0, 1024.0, 0.0, 0.0, 1024.0, 1024.0]
 
 
 # --- full size on the meta device: shapes, parameter count, the rules, the config from shapes -------------------

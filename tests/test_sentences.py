@@ -93,18 +93,18 @@ def test_the_authors_pt_embeddings_import_at_the_matching_width_only(sd, tmp_pat
     mean = torch.randn(1, 77, 64)
     torch.save(mean.half(), tmp_path / "cat.pt")
     torch.save(mean[0] + 1, tmp_path / "dog.pt")  # (77, D), fp32
-    x = import_mean_embedding(tmp_path / "cat.pt", 64)
+    x = import_mean_embedding(tmp_path / "cat.pt", (77, 64))
     assert x.dtype == torch.float32 and x.shape == (1, 77, 64)
     torch.testing.assert_close(x, mean.half().float(), atol=0, rtol=0)
     d = word_direction(sd, "cat", "dog", tmp_path / "cat.pt", tmp_path / "dog.pt", cache_dir=tmp_path / "cache")
     torch.testing.assert_close(d.delta_c, mean[0][None] + 1 - mean.half().float(), atol=0, rtol=0)
     assert d.source.count is None and "cat.pt" in d.source.origin
     torch.save(torch.randn(1, 77, 768), tmp_path / "wide.pt")
-    with pytest.raises(ValueError, match=r"wide.pt: width 768 does not match .*\(64"):
+    with pytest.raises(ValueError, match=r"wide.pt: shape \(77, 768\) does not match .*\(77, 64\)"):
         word_direction(sd, "cat", "dog", tmp_path / "wide.pt", tmp_path / "dog.pt")
     torch.save(torch.randn(2, 77, 64), tmp_path / "two.pt")
     with pytest.raises(ValueError, match=r"two.pt: .*\(2, 77, 64\)"):
-        import_mean_embedding(tmp_path / "two.pt", 64)
+        import_mean_embedding(tmp_path / "two.pt", (77, 64))
 
 
 UNPICKLED = []
@@ -122,11 +122,11 @@ class RunsCodeWhenUnpickled:
 def test_pt_files_are_read_weights_only(tmp_path):
     torch.save({"obj": RunsCodeWhenUnpickled()}, tmp_path / "pickle.pt")  # a full unpickle would call append
     with pytest.raises(ValueError, match="pickle.pt: not a tensor file readable with weights_only=True"):
-        import_mean_embedding(tmp_path / "pickle.pt", 64)
+        import_mean_embedding(tmp_path / "pickle.pt", (77, 64))
     assert UNPICKLED == []
     torch.save({"a": torch.zeros(1)}, tmp_path / "dict.pt")
     with pytest.raises(ValueError, match="dict.pt: expected a float tensor"):
-        import_mean_embedding(tmp_path / "dict.pt", 64)
+        import_mean_embedding(tmp_path / "dict.pt", (77, 64))
 
 
 def test_language_model_sentences_make_a_cached_direction(sd, tiny_t5, tmp_path, monkeypatch):

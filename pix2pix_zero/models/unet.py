@@ -279,8 +279,11 @@ class UNet(nn.Module):
 
         SDXL only (keywords, required there and refused elsewhere): `pooled` (B, pooled_dim), the pooled text
         embedding, and `time_ids` (B, 6) or (6,), the numbers (original h, original w, crop top, crop left,
-        target h, target w) in pixels; diffusers calls them added_cond_kwargs' text_embeds and time_ids.
+        target h, target w) in pixels; diffusers calls them added_cond_kwargs' text_embeds and time_ids. Or
+        both packed into c as one more row (`pack_conditioning`, what the method passes around).
         """
+        if self.add_embedding is not None and pooled is None and context.shape[1] == TOKENS + 1:
+            context, pooled, time_ids = unpack_conditioning(context, self.config)
         t = torch.as_tensor(t, device=x.device).reshape(-1).expand(x.shape[0])
         temb = self.time_embedding(timestep_embedding(t, self.config.block_out_channels[0]).to(x.dtype))
         if self.add_embedding is not None or pooled is not None or time_ids is not None:
@@ -309,3 +312,28 @@ class UNet(nn.Module):
         emb = timestep_embedding(time_ids.reshape(-1), cfg.time_id_dim)  # (B * 6, time_id_dim)
         emb = rearrange(emb, "(b n) d -> b (n d)", b=B)  # (B, 6 * time_id_dim)
         return self.add_embedding(torch.cat([pooled, emb.to(pooled.dtype)], dim=-1))  # (B, temb_dim)
+
+
+TOKENS = 77  # CLIP's context length L; SDXL's packed conditioning has one row more
+
+# SDXL's conditioning as one tensor. The method treats c as a single tensor: it adds delta_c to it, stacks
+# [c_neg; c] for classifier-free guidance, averages sentences' embeddings. SDXL conditions on three things
+# (c, the pooled embedding, the size/crop numbers), so they travel packed: the L = 77 token rows of c, then one
+# row [pooled (pooled_dim) | time_ids (num_time_ids) | zeros] of the same width D = 2048. Each operation of the
+# method then acts on the pooled embedding as on c (delta_c's last row is the sentences' pooled mean
+# difference), and the size/crop numbers, equal in every prompt of a run, cancel in delta_c. In bf16 the
+# numbers are held to 8 significant bits (1023 reads as 1024): a change well inside what SDXL was trained on.
+
+def pack_conditioning(c: torch.Tensor, pooled: torch.Tensor, time_ids: torch.Tensor) -> torch.Tensor:
+    """c (B, L, D), pooled (B, P), time_ids (B, 6) or (6,) -> (B, L + 1, D)."""
+    B, _, D = c.shape
+    time_ids = time_ids.to(c).reshape(-1, time_ids.shape[-1]).expand(B, -1)
+    row = torch.cat([pooled.to(c), time_ids, c.new_zeros(B, D - pooled.shape[-1] - time_ids.shape[-1])], dim=-1)
+    return torch.cat([c, row[:, None]], dim=1)
+
+
+def unpack_conditioning(packed: torch.Tensor, config: UNetConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(B, L + 1, D) -> c (B, L, D), pooled (B, pooled_dim), time_ids (B, num_time_ids)."""
+    row = packed[:, -1]
+    P, n = config.pooled_dim, config.num_time_ids
+    return packed[:, :-1], row[:, :P], row[:, P:P + n].float()

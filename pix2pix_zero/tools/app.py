@@ -31,7 +31,7 @@ from ..finite import NonFiniteError
 from ..pipeline import edit_image
 from .arguments import DTYPES, field_comments
 from .heatmap import WordAttention, word_token_indices
-from .image import ImageError, load_image, save_png, tensor_to_pil
+from .image import ImageError, geometry_time_ids, load_image, save_png, tensor_to_pil
 from .inversion_file import Inversion
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -129,10 +129,10 @@ def directions_for(session: Session, source: str, targets: list[str], how: str, 
     """delta_c per target and a line saying where it came from."""
     from ..directions import edit_direction, template_sentences
     from .sentences import (SentenceOptions, import_mean_embedding, read_direction, word_direction)
-    sd, D = session.sd, session.sd.text_encoder.config.hidden_size
+    sd, shape = session.sd, session.sd.conditioning_shape
     if cached:
         path = Path(cached.split(" | ")[0])
-        return [read_direction(path, D)] * len(targets), f"cached direction {path.name}"
+        return [read_direction(path, shape)] * len(targets), f"cached direction {path.name}"
     if session.world and how == "templates":
         from ..world import scenes
         return [edit_direction(sd, scenes.shape_sentences(source), scenes.shape_sentences(t)) for t in targets], \
@@ -150,7 +150,7 @@ def directions_for(session: Session, source: str, targets: list[str], how: str, 
     if how == "mean embedding (.pt)":
         if upload is None:
             raise ValueError("upload the target's mean embedding (.pt, (1, 77, D)) for 'mean embedding (.pt)'")
-        target_mean = import_mean_embedding(upload, D)
+        target_mean = import_mean_embedding(upload, shape)
         from ..directions import mean_embedding
         return [target_mean.to(sd.text_encoder.device) - mean_embedding(sd, template_sentences(source))] * \
             len(targets), f"uploaded mean embedding {Path(upload).name} minus the source's templates"
@@ -267,7 +267,8 @@ def run_edit(session: Session, upload_path, example, prompt, caption, source, ta
     progress(0, desc="editing" if reused or image is None else "inversion, then editing")
     result = edit_image(sd, None if reused else image, caption, source, targets, config, generator,
                         directions=directions, inverted=inverted, x_path=x_path,
-                        size=None if image is not None else (H, W), on_reference=record, progress=True)
+                        size=None if image is not None else (H, W), on_reference=record, progress=True,
+                        time_ids=geometry_time_ids(geometry) if geometry and sd.family == "sdxl" else None)
     if image is not None and not reused:
         session.remember(key, (result.x0, result.x_inv, result.x_path, result.image))
     seconds = time.perf_counter() - started
@@ -309,14 +310,14 @@ def blip_caption(image: torch.Tensor) -> str:
 
 
 def main_app(argv: list[str]) -> int:
-    from .arguments import HelpFormatter
+    from .arguments import DEFAULT_SIZE, NATIVE_SIZE, HelpFormatter
     p = argparse.ArgumentParser(prog="train_free_edit.py app", formatter_class=HelpFormatter,
                                 description="The web app (Gradio). It opens on the world's baby SD when no "
                                             "--weights is given, so it works offline at once.")
     p.add_argument("--weights", help="a checkpoint the command line accepts (default: the world's baby SD)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     p.add_argument("--port", type=int, default=7860)
-    p.add_argument("--size", type=int, default=None, help="image side (default: 128 for the baby SD, else 512)")
+    p.add_argument("--size", type=int, default=None, help="image side (default: 128 for the baby SD, 1024 for SDXL, else 512)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--dtype", choices=list(DTYPES), default="fp32")
     p.add_argument("--cache-dir", default="outputs/.cache", help="sentence and direction cache (read and written)")
@@ -326,7 +327,8 @@ def main_app(argv: list[str]) -> int:
     weights = Path(a.weights) if a.weights else CHECKPOINT
     world = weights.resolve() == CHECKPOINT.resolve()
     sd = load_sd(weights, a.device, DTYPES[a.dtype])
-    session = Session(sd, a.size or (128 if world else 512), Path(a.cache_dir), world)
+    session = Session(sd, a.size or (128 if world else NATIVE_SIZE.get(sd.family, DEFAULT_SIZE)), Path(a.cache_dir),
+                      world)
     demo = build(session)
     demo.queue(default_concurrency_limit=1)  # one model in memory: one edit at a time
     try:

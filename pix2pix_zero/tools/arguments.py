@@ -97,6 +97,10 @@ def load_model(a: argparse.Namespace, weights: Path):
                    vae_dtype=DTYPES[a.vae_dtype])
 
 
+DEFAULT_SIZE = 512  # --size of SD 1.x and 2.x (the paper's); SD 2.x's 768 v-model wants --size 768
+NATIVE_SIZE = {"sdxl": 1024}  # SDXL base was trained at about one megapixel
+
+
 def check_model_args(a: argparse.Namespace) -> Path:
     """Before anything loads: the device runs the dtypes, and the checkpoint is one this project reads (headers
     only). Returns the checkpoint's path."""
@@ -107,7 +111,9 @@ def check_model_args(a: argparse.Namespace) -> Path:
         if warning := device_problem(a.device, DTYPES[dtype]):
             print(f"warning: {warning}", file=sys.stderr)
     weights = resolve_weights(a.weights, a.weights_dir)
-    read_layout(weights)
+    family = read_layout(weights).family
+    if getattr(a, "size", 0) is None:  # the edit command's --size: the family's own
+        a.size = NATIVE_SIZE.get(family, DEFAULT_SIZE)
     return weights
 
 

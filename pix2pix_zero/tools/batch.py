@@ -24,12 +24,12 @@ from pathlib import Path
 import torch
 
 from ..config import EditConfig
-from ..models.sd import StableDiffusion
+from ..models.sd import StableDiffusion, sdxl_time_ids
 from ..pipeline import edit_image, setting_rules
 from .files import atomic_path
 from .heatmap import WordAttention, word_token_indices
-from .image import (Geometry, apply_geometry, load_image, pil_to_tensor, plan_geometry, read_image, save_png,
-                    side_by_side, tensor_to_pil)
+from .image import (Geometry, apply_geometry, geometry_time_ids, load_image, pil_to_tensor, plan_geometry,
+                    read_image, save_png, side_by_side, tensor_to_pil)
 from .inversion_file import Inversion
 from .sentences import SentenceOptions, origin_of, read_direction, word_direction
 
@@ -188,6 +188,9 @@ def run(sd: StableDiffusion, job: Job, config: EditConfig, out_dir: str | os.Pat
             record["geometry"] = src.inverted_with["geometry"]
         if image_path is not None:
             record["input_sha256"] = hashlib.sha256(Path(image_path).read_bytes()).hexdigest()
+        if sd.family == "sdxl":  # the size/crop numbers SDXL is conditioned on (Podell et al., sec. 2.2)
+            record["time_ids"] = list(geometry_time_ids(record["geometry"]) if "geometry" in record else
+                                      sdxl_time_ids(size[::-1]))
     todo = [(t, s) for t, s in targets if not done(out_dir, bases[t], records[t])]
     if not todo:
         return []
@@ -214,7 +217,7 @@ def run(sd: StableDiffusion, job: Job, config: EditConfig, out_dir: str | os.Pat
         else:
             print(f"note: '{job.source}' is not a word of the caption '{src.caption}'; no attention map saved")
     files = dict(zip(job.targets, job.direction_files))
-    directions = [read_direction(files[t], sd.text_encoder.config.hidden_size) if t in files else
+    directions = [read_direction(files[t], sd.conditioning_shape) if t in files else
                   word_direction(sd, job.source, t, job.source_sentences, s, job.cache_dir, job.sentence_options).delta_c
                   for t, s in todo]
     # Everything is computed before anything is written: an image that fails (e.g. NaN at some step) leaves no
@@ -222,7 +225,7 @@ def run(sd: StableDiffusion, job: Job, config: EditConfig, out_dir: str | os.Pat
     result = edit_image(sd, src.image, src.caption, job.source, [t for t, _ in todo], config,
                         torch.Generator().manual_seed(config.seed), directions=directions, negative_prompt=negative,
                         inverted=src.inverted, x_path=src.x_path, size=size[::-1], on_reference=heat,
-                        progress=progress)
+                        time_ids=records[todo[0][0]].get("time_ids"), progress=progress)
 
     written = []
     if invert_now:

@@ -47,6 +47,14 @@ class Geometry:
         return {k: list(v) if v is not None else None for k, v in asdict(self).items()}
 
 
+def geometry_time_ids(geometry: dict) -> tuple[int, ...]:
+    """SDXL's six size/crop numbers (models.sd.sdxl_time_ids) for an image of `Geometry.to_dict()`: the file's
+    size, the crop's top-left corner in the resized image (0, 0 when padded or uncropped), the edited size."""
+    (W0, H0), (W, H) = geometry["original"], geometry["size"]
+    left, top = geometry["crop"][:2] if geometry.get("crop") else (0, 0)
+    return (H0, W0, top, left, H, W)
+
+
 def plan_geometry(width: int, height: int, size: int = 512, pad: bool = False, name: str = "image") -> Geometry:
     """The size policy above for a (width, height) image, without touching pixels."""
     if size <= 0 or size % 8:

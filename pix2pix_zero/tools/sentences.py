@@ -89,9 +89,11 @@ def origin_of(file: str | os.PathLike | None, options: SentenceOptions | None) -
     return f"built-in ({len(TEMPLATES)} templates)"
 
 
-def import_mean_embedding(path: str | os.PathLike, D: int) -> torch.Tensor:
-    """The authors' published mean embedding (cat.pt: (1, 77, D) or (77, D), fp32 or fp16) as (1, 77, D) fp32.
+def import_mean_embedding(path: str | os.PathLike, shape: tuple[int, int]) -> torch.Tensor:
+    """The authors' published mean embedding (cat.pt: (1, 77, D) or (77, D), fp32 or fp16) as (1, 77, D) fp32,
+    checked against the checkpoint's conditioning `shape` (rows, D) (StableDiffusion.conditioning_shape).
     Read with torch.load(weights_only=True): tensors only, never arbitrary pickled objects."""
+    rows, D = shape
     path = Path(path)
     try:
         x = torch.load(path, map_location="cpu", weights_only=True)
@@ -104,20 +106,20 @@ def import_mean_embedding(path: str | os.PathLike, D: int) -> torch.Tensor:
         raise ValueError(f"{path}: expected a float tensor (1, {L}, D) or ({L}, D), found {type(x).__name__}")
     if x.dim() == 2:
         x = x[None]
-    if x.dim() != 3 or x.shape[:2] != (1, L):
+    if x.dim() != 3 or x.shape[0] != 1 or x.shape[1] not in (L, L + 1):
         raise ValueError(f"{path}: a mean embedding has shape (1, {L}, D) or ({L}, D), not {tuple(x.shape)}")
-    if x.shape[2] != D:
-        raise ValueError(f"{path}: width {x.shape[2]} does not match this checkpoint's text encoder ({D}: 768 for "
-                         "SD 1.x, 1024 for SD 2.x); use the embeddings made for this model family")
+    if x.shape[1:] != (rows, D):
+        raise ValueError(f"{path}: shape {tuple(x.shape[1:])} does not match this checkpoint's conditioning "
+                         f"{(rows, D)} ((77, 768) for SD 1.x, (77, 1024) for SD 2.x, (78, 2048) for SDXL); use "
+                         "the embeddings made for this model family")
     return x.float()
 
 
 def describe_concept(sd: StableDiffusion, concept: str, file: str | os.PathLike | None = None,
                      options: SentenceOptions | None = None, cache_dir: str | os.PathLike | None = None) -> Concept:
     """A concept's mean embedding from the file (.pt embedding or sentences), the language model, or templates."""
-    D = sd.text_encoder.config.hidden_size
     if file is not None and Path(file).suffix == ".pt":
-        return Concept(import_mean_embedding(file, D), None, f"{file} (mean embedding)")
+        return Concept(import_mean_embedding(file, sd.conditioning_shape), None, f"{file} (mean embedding)")
     if file is None and options is not None and options.sentences == "lm":
         if cache_dir is None:
             raise ValueError("--sentences lm needs a cache folder to keep the sentences in (--cache-dir)")
@@ -141,7 +143,7 @@ def safe_word(word: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in word)[:40]
 
 
-def read_cached(path: Path, key: str, D: int) -> torch.Tensor | None:
+def read_cached(path: Path, key: str, shape: tuple[int, int]) -> torch.Tensor | None:
     """A cache entry's tensor, or None when it is missing or damaged (unreadable, wrong shape, not finite)."""
     if not path.is_file():
         return None
@@ -149,7 +151,7 @@ def read_cached(path: Path, key: str, D: int) -> torch.Tensor | None:
         x = load_file(path)[key]
     except (SafetensorError, KeyError, OSError):
         x = None
-    if x is None or x.shape != (1, L, D) or not torch.isfinite(x).all():
+    if x is None or x.shape != (1, *shape) or not torch.isfinite(x).all():
         print(f"note: {path}: damaged cache entry, rebuilding it")
         return None
     return x
@@ -162,7 +164,7 @@ def cached_mean_embedding(sd: StableDiffusion, concept: str, sentences: list[str
         return mean_embedding(sd, sentences)
     key = hashlib.sha256("\n".join([sd.text_identity, concept, *sentences]).encode()).hexdigest()[:16]
     path = Path(cache_dir) / f"{safe_word(concept)}-{key}.safetensors"
-    if (mean_c := read_cached(path, "mean_c", sd.text_encoder.config.hidden_size)) is not None:
+    if (mean_c := read_cached(path, "mean_c", sd.conditioning_shape)) is not None:
         return mean_c
     mean_c = mean_embedding(sd, sentences)
     with atomic_path(path) as tmp:
@@ -199,7 +201,7 @@ def word_direction(sd: StableDiffusion, source: str, target: str, source_file=No
         return direction_path(sd, source, target, keys, cache_dir) if cache_dir is not None else None
 
     path = cache_path()
-    if path is not None and (delta_c := read_cached(path, "delta_c", sd.text_encoder.config.hidden_size)) is not None:
+    if path is not None and (delta_c := read_cached(path, "delta_c", sd.conditioning_shape)) is not None:
         try:
             with safe_open(path, "pt") as f:
                 meta = f.metadata()
@@ -246,9 +248,10 @@ def write_direction(path: str | os.PathLike, direction: Direction, source: str, 
     return path
 
 
-def read_direction(path: str | os.PathLike, D: int) -> torch.Tensor:
-    """delta_c (1, L, D) float32 from a file `write_direction` (`directions --out`) made, checked against the text
-    encoder's width D; ValueError naming the file and the problem otherwise."""
+def read_direction(path: str | os.PathLike, shape: tuple[int, int]) -> torch.Tensor:
+    """delta_c (1, L, D) float32 from a file `write_direction` (`directions --out`) made, checked against the
+    checkpoint's conditioning `shape` (rows, D); ValueError naming the file and the problem otherwise."""
+    rows, D = shape
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such direction file (make one with `train_free_edit.py directions "
@@ -260,11 +263,11 @@ def read_direction(path: str | os.PathLike, D: int) -> torch.Tensor:
     if "delta_c" not in tensors:
         raise ValueError(f"{path}: holds no delta_c tensor (it has {', '.join(sorted(tensors)) or 'none'})")
     delta_c = tensors["delta_c"]
-    if delta_c.dim() != 3 or delta_c.shape[:2] != (1, L) or not delta_c.is_floating_point():
-        raise ValueError(f"{path}: delta_c must be a float tensor (1, {L}, D), not {tuple(delta_c.shape)}")
-    if delta_c.shape[2] != D:
-        raise ValueError(f"{path}: delta_c has width {delta_c.shape[2]} but this checkpoint's text encoder has {D}; "
-                         "make the direction with the same checkpoint (--weights) as the edit")
+    if delta_c.dim() != 3 or delta_c.shape[0] != 1 or not delta_c.is_floating_point():
+        raise ValueError(f"{path}: delta_c must be a float tensor (1, {rows}, D), not {tuple(delta_c.shape)}")
+    if delta_c.shape[1:] != (rows, D):
+        raise ValueError(f"{path}: delta_c has shape {tuple(delta_c.shape[1:])} but this checkpoint's conditioning "
+                         f"has {(rows, D)}; make the direction with the same checkpoint (--weights) as the edit")
     return delta_c.float()
 
 
