@@ -61,8 +61,9 @@ def reference_step(sd: StableDiffusion, x_t, t, alpha_bar_t, alpha_bar_prev, c, 
     """One DDIM step of the reference trajectory; returns (x_prev, M_t^ref), the maps of the c rows (B, h, N, L)."""
     with record_cross_attention(sd.unet) as maps:
         out = guided_output(sd, x_t, t, c, c_neg, config.guidance_scale)
-    # the c rows: the last B rows, whether guided_output made one call (B rows) or two (2B rows)
-    maps_ref = {name: M[-x_t.shape[0]:] for name, M in maps.items()}
+    # the c rows: the last B rows, whether guided_output made one call (B rows) or two (2B rows), kept in the
+    # latents' dtype (float32 softmax; fp16/bf16 UNets halve the 126 M values a 1024 px SDXL step records)
+    maps_ref = {name: M[-x_t.shape[0]:].to(x_t.dtype) for name, M in maps.items()}
     return ddim_step(out, x_t, alpha_bar_t, alpha_bar_prev, sd.prediction_type), maps_ref
 
 

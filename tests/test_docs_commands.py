@@ -3,7 +3,7 @@
 The commands of each page run in order, as written, in one scratch folder (a later command may read what an
 earlier one wrote, as a reader's would), through the command line's main() in this process. What a reader's
 machine has and this one has not is substituted, and only that: the tiny random checkpoint for Stable
-Diffusion (`--weights`), tiny random BLIP, T5, CLIP and DINO folders for the downloads, 64 px and 2 steps for the
+Diffusion (`--weights`; a tiny random SDXL for a file named sd_xl...), tiny random BLIP, T5, CLIP and DINO folders for the downloads, 64 px and 2 steps for the
 512 px and 50-step defaults (and a caption naming the source word where an example saves its attention map
 for `evaluate --attention-masks`), the CPU for `--device cuda`, two ranks on the CPU for torchrun's GPUs, 2 scenes for
 `--n 200`. Two kinds are checked, not run, here: the README's install-and-test line is the one CI runs
@@ -69,7 +69,8 @@ def substituted(argv: list[str], models: dict) -> list[str]:
         return keep + (["--n", "2", "--steps", "2"] if command == "world-bench" else [])
     if command == "evaluate":
         return keep + ["--clip", models["clip"], "--dino", models["dino"], "--quiet"]
-    extra = ["--weights", models["sd"]]
+    given = argv[argv.index("--weights") + 1] if "--weights" in argv else ""
+    extra = ["--weights", models["sdxl"] if "sd_xl" in given else models["sd"]]
     if "--sentences" in keep and keep[keep.index("--sentences") + 1] == "lm":
         extra += ["--lm", models["t5"], "--num-sentences", "3"]
     if command == "directions":
@@ -85,6 +86,12 @@ def tiny_t5_cat(tmp_path_factory):
     """The tiny random T5 with "cat" in its vocabulary: the pages' language-model examples are about cats."""
     from tiny_models import make_tiny_t5
     return make_tiny_t5(tmp_path_factory.mktemp("t5") / "tiny-t5-cat", extra_words=("cat",))
+
+
+@pytest.fixture(scope="module")
+def tiny_sdxl(tmp_path_factory):
+    from pix2pix_zero.loading.random_checkpoint import make_checkpoint
+    return make_checkpoint(tmp_path_factory.mktemp("sdxl") / "tiny-sdxl.safetensors", "single", family="sdxl")
 
 
 @pytest.fixture
@@ -103,9 +110,9 @@ def scratch(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("page", [p for p in PAGES if shell_commands(p)])
-def test_page_commands_run(page, scratch, command, single_file, tiny_blip, tiny_t5_cat, tiny_clip, tiny_dino,
-                           one_thread):
-    models = {"sd": str(single_file), "blip": str(tiny_blip), "t5": str(tiny_t5_cat), "clip": str(tiny_clip),
+def test_page_commands_run(page, scratch, command, single_file, tiny_sdxl, tiny_blip, tiny_t5_cat, tiny_clip,
+                           tiny_dino, one_thread):
+    models = {"sd": str(single_file), "sdxl": str(tiny_sdxl), "blip": str(tiny_blip), "t5": str(tiny_t5_cat), "clip": str(tiny_clip),
               "dino": str(tiny_dino)}
     for line in shell_commands(page):
         words = shlex.split(line)
