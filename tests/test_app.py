@@ -20,7 +20,7 @@ from pix2pix_zero.world.measure import measure_edit
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
-SCENE = ROOT / "examples" / "world" / "circle.png"
+SCENE = ROOT / "examples" / "world" / "red-circle.png"  # one the shipped baby SD edits into a square (examples/)
 TRUTH = json.loads(SCENE.with_suffix(".json").read_text())
 STEPS = 20  # the edit's steps: enough for the baby SD to change the shape, quick on 2 cores
 
@@ -120,10 +120,10 @@ def test_in_a_real_browser(app, tmp_path):
         links = page.locator("a[href*='circle2square.png']")
         downloaded = Image.open(io.BytesIO(page.request.get(links.first.get_attribute("href")).body()))
         assert np.array_equal(np.asarray(downloaded.convert("RGB")), np.asarray(edit.convert("RGB")))
-        # judged as world-bench judges edits; the shipped baby SD does not yet turn circles into squares
-        # reliably (docs/world.md), so the shape is reported here, not required
+        # judged as world-bench judges edits: the shape classifier calls it a square (the shipped baby SD does so
+        # for this scene at the defaults, for about a quarter of held-out circles: docs/world.md)
         measures = judged(edit)
-        assert measures["predicted"] in scenes.SHAPES
+        assert measures["predicted"] == "square", measures
         print(f"app edit of the circle scene: classified {measures['predicted']}, background PSNR "
               f"{measures['psnr_bg']:.1f} dB")
 

@@ -38,5 +38,5 @@ def test_readme_python_runs(tmp_path, monkeypatch, one_thread):
     namespace = {}
     for block in blocks:
         exec(compile(block, "README.md", "exec"), namespace)
-    assert (tmp_path / "green-square.png").is_file()
+    assert (tmp_path / "red-square.png").is_file()
     assert namespace["x_square"].shape == namespace["x_inv"].shape == (1, 4, 16, 16)
