@@ -122,3 +122,14 @@ def test_the_diffusers_setting_refuses_sdxl(sdxl_files):
     with pytest.raises(ValueError, match="diffusers setting.*SD 1.x/2.x only"):
         edit_image(sd, None, "a cat", "cat", ["dog"], EditConfig(setting="diffusers", num_steps=1),
                    torch.Generator(), size=(64, 64), progress=False)
+
+
+def test_an_fp16_vae_overflow_is_caught_and_the_fix_named(sdxl_files):
+    """SDXL's VAE overflows float16 (diffusers upcasts it for that reason): the NaN checks stop at the decoder
+    and name the fixes, the fp32 VAE (the default) or the fp16-fixed community VAE."""
+    from pix2pix_zero.editing import decode_latents
+    from pix2pix_zero.finite import NonFiniteError
+    sd = load_sd(sdxl_files[0])
+    sd.vae.half()
+    with pytest.raises(NonFiniteError, match=r"VAE decoding.*--vae-dtype fp32.*sdxl-vae-fp16-fix"):
+        decode_latents(sd, torch.full((1, 4, 8, 8), 3e4))  # / 0.13025 -> 2.3e5: beyond float16's 65504
