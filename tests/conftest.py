@@ -1,10 +1,19 @@
 """Tiny seeded SD 1.x checkpoints, written once per test session: the original single file, a diffusers
 folder, and a diffusers folder with the old VAE attention names. All three hold the same weights (seed 0)."""
+import os
+
 import pytest
 import torch
 
 from pix2pix_zero.loading.load import load_sd
 from pix2pix_zero.loading.random_checkpoint import make_checkpoint
+
+
+def pytest_configure(config):
+    """Under pytest-xdist (`-n 2`) each worker computes on one thread: the workers share the cores instead of
+    each starting a thread per core."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
