@@ -1,6 +1,8 @@
 """Cross-attention guided editing on the tiny model: the loss, the guidance step, the two trajectories."""
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from pix2pix_zero.models.attention import record_cross_attention
 from pix2pix_zero import diffusers_compat
@@ -174,3 +176,31 @@ def test_one_prompt_serves_a_batch_and_each_row_is_edited_as_alone(sd, texts, on
         torch.testing.assert_close(x_ref[i:i + 1], ref_alone, atol=1e-4, rtol=0)
         torch.testing.assert_close(x_edit[i:i + 1], edit_alone, atol=1e-4, rtol=0)
     assert (x_edit[0] - x_edit[1]).abs().max() > 0.1  # the rows are different images
+
+
+def test_the_command_lines_edit_is_the_papers_loops_assembled_by_hand(tmp_path, single_file, command, one_thread):
+    """`train_free_edit.py` (in this process) writes exactly the edit that encode_image, invert, edit_direction
+    of the template sentences, editing.edit and decode_latents give when called one after the other: the loop
+    that runs is the readable one, with nothing between it and the command line."""
+    from pix2pix_zero.config import EditConfig as Config
+    from pix2pix_zero.directions import edit_direction, template_sentences
+    from pix2pix_zero.editing import decode_latents
+    from pix2pix_zero.inversion import encode_image, invert
+    from pix2pix_zero.loading.load import load_sd
+    from pix2pix_zero.tools.image import load_image, tensor_to_pil
+    photo = tmp_path / "cat.png"
+    Image.fromarray((np.random.default_rng(3).random((64, 64, 3)) * 255).astype(np.uint8)).save(photo)
+    code, _, err = command(["--input", photo, "--prompt", "a photo of a cat", "--task", "cat2dog", "--weights",
+                            single_file, "--out", tmp_path / "out", "--size", "64", "--steps", "2", "--reg-steps",
+                            "1", "--ac-rolls", "1", "--quiet"])
+    assert code == 0, err
+    sd = load_sd(single_file)
+    image, _ = load_image(photo, size=64)
+    config = Config(num_steps=2, num_reg_steps=1, num_ac_rolls=1)
+    g = torch.Generator().manual_seed(config.seed)
+    c = sd.encode_text(["a photo of a cat"])
+    x_inv = invert(sd, encode_image(sd, image), c, config, g, progress=False)
+    delta_c = edit_direction(sd, template_sentences("cat"), template_sentences("dog"))
+    _, (x_edit,) = edit(sd, x_inv, c, [delta_c], c, config, progress=False)
+    by_hand = np.asarray(tensor_to_pil(decode_latents(sd, x_edit)))
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "out" / "cat-cat2dog.png")), by_hand)
