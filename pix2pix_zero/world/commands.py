@@ -5,6 +5,7 @@ import argparse
 import csv
 import dataclasses
 import json
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -226,7 +227,7 @@ def write_summary(out: Path, argv: list[str], all_rows: dict[str, list[dict]], m
     from ..tools.files import atomic_path
     head = [f"### {ABLATION_TITLE}\n\n{as_markdown(ablation_table(all_rows))}\n"] if len(all_rows) > 1 else []
     with atomic_path(out / "summary.md") as tmp:
-        tmp.write_text(f"`train_free_edit.py world-bench {' '.join(argv)}`\n\n" + "\n".join(head + markdown))
+        tmp.write_text(f"`train_free_edit.py world-bench {shlex.join(argv)}`\n\n" + "\n".join(head + markdown))
 
 
 if __name__ == "__main__":
