@@ -12,13 +12,13 @@ import warnings
 import pytest
 import torch
 import torch.nn.functional as F
-from diffusers import AutoencoderKL, DDIMInverseScheduler, DDIMScheduler, UNet2DConditionModel
-from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint, convert_ldm_vae_checkpoint
+from diffusers import DDIMInverseScheduler, DDIMScheduler, UNet2DConditionModel
 from diffusers.utils import logging as diffusers_logging
 from einops import rearrange
 from safetensors.torch import load_file, save_file
 from transformers import CLIPTextModel
 
+from diffusers_reference import assert_vae_matches, diffusers_unet, diffusers_vae, recorded_cross_attention
 from pix2pix_zero.loading import openclip
 from pix2pix_zero.models.attention import record_cross_attention
 from pix2pix_zero.loading.checkpoint import CheckpointError
@@ -168,16 +168,12 @@ def inputs(seed=0, B=2, H=8, W=16, D=128):
 
 @pytest.fixture(scope="module")
 def reference_unet(sd2_files):
-    return UNet2DConditionModel.from_pretrained(sd2_files[1], subfolder="unet").eval()
+    return diffusers_unet(sd2_files, "diffusers")
 
 
 @pytest.fixture(scope="module")
 def converted_unet(sd2_files):
-    """diffusers' UNet holding the single file's weights, converted by diffusers' own code."""
-    config = UNet2DConditionModel.load_config(sd2_files[1], subfolder="unet")
-    unet = UNet2DConditionModel.from_config(config).eval()
-    unet.load_state_dict(convert_ldm_unet_checkpoint(load_file(sd2_files[0]), config), strict=True)
-    return unet
+    return diffusers_unet(sd2_files, "single")
 
 
 @pytest.mark.parametrize("layout", ["single", "diffusers"])
@@ -192,33 +188,11 @@ def test_unet_matches_diffusers(sd2, sd2_single, reference_unet, converted_unet,
     assert ref.abs().max() > 0.1
 
 
-class RecordingProcessor:
-    """A diffusers attention processor with an explicit softmax that records (name, probs (B, h, N, L))."""
-
-    def __init__(self, name, calls):
-        self.name, self.calls = name, calls
-
-    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, **kwargs):
-        q, k, v = (attn.head_to_batch_dim(t) for t in (attn.to_q(hidden_states), attn.to_k(encoder_hidden_states),
-                                                         attn.to_v(encoder_hidden_states)))
-        probs = attn.get_attention_scores(q, k)  # (B*h, N, L)
-        self.calls.append((self.name, probs.reshape(hidden_states.shape[0], attn.heads, *probs.shape[1:])))
-        return attn.to_out[0](attn.batch_to_head_dim(probs @ v))
-
-
 def test_cross_attention_maps_match_diffusers(sd2, reference_unet):
-    calls = []
-    processors = {k: RecordingProcessor(k.removesuffix(".processor"), calls)
-                  if ".attn2." in k else p for k, p in reference_unet.attn_processors.items()}
     x_t, c = inputs(seed=1)
-    original = reference_unet.attn_processors
-    reference_unet.set_attn_processor(processors)
-    try:
-        with torch.no_grad(), record_cross_attention(sd2.unet) as maps:
-            sd2.unet(x_t, 300, c)
-            reference_unet(x_t, 300, encoder_hidden_states=c)
-    finally:
-        reference_unet.set_attn_processor(original)
+    with torch.no_grad(), record_cross_attention(sd2.unet) as maps, recorded_cross_attention(reference_unet) as calls:
+        sd2.unet(x_t, 300, c)
+        reference_unet(x_t, 300, encoder_hidden_states=c)
     assert list(maps) == [name for name, _ in calls] and len(maps) == 16
     heads = {M.shape[1] for M in maps.values()}
     assert heads == {1, 2}  # 64-channel heads at widths 64 and 128
@@ -228,19 +202,7 @@ def test_cross_attention_maps_match_diffusers(sd2, reference_unet):
 
 @pytest.mark.parametrize("layout", ["single", "diffusers"])
 def test_vae_matches_diffusers(sd2_files, sd2, sd2_single, layout):
-    config = AutoencoderKL.load_config(sd2_files[1], subfolder="vae")
-    if layout == "single":
-        ours, theirs = sd2_single.vae, AutoencoderKL.from_config(config).eval()
-        theirs.load_state_dict(convert_ldm_vae_checkpoint(load_file(sd2_files[0]), config), strict=True)
-    else:
-        ours, theirs = sd2.vae, AutoencoderKL.from_pretrained(sd2_files[1], subfolder="vae").eval()
-    g = torch.Generator().manual_seed(0)
-    x, z = torch.rand(1, 3, 32, 48, generator=g) * 2 - 1, torch.randn(1, 4, 4, 6, generator=g)
-    with torch.no_grad():
-        mean, logvar = ours.encode(x)
-        posterior = theirs.encode(x).latent_dist
-        assert (mean - posterior.mean).abs().max() <= TOL and (logvar - posterior.logvar).abs().max() <= TOL
-        assert (ours.decode(z) - theirs.decode(z).sample).abs().max() <= TOL
+    assert_vae_matches((sd2_single if layout == "single" else sd2).vae, diffusers_vae(sd2_files, layout), TOL)
 
 
 def test_ddim_sampling_and_inversion_with_v_prediction_match_diffusers(sd2, sd2_files, reference_unet):

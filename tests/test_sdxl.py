@@ -12,13 +12,14 @@ import shutil
 import pytest
 import torch
 import torch.nn.functional as F
-from diffusers import AutoencoderKL, UNet2DConditionModel
-from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint, convert_ldm_vae_checkpoint
+from diffusers import UNet2DConditionModel
+from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint
 from diffusers.utils import logging as diffusers_logging
 from einops import rearrange
 from safetensors.torch import load_file, save_file
 from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
+from diffusers_reference import assert_vae_matches, diffusers_unet, diffusers_vae, recorded_cross_attention
 from pix2pix_zero.loading import convert, openclip
 from pix2pix_zero.loading.checkpoint import CheckpointError
 from pix2pix_zero.loading.load import folder_heads, load_sd, unet_config
@@ -103,16 +104,12 @@ def test_the_text_identity_covers_both_text_encoders(sdxl_files, tmp_path):
 
 @pytest.fixture(scope="module")
 def reference_unet(sdxl_files):
-    return UNet2DConditionModel.from_pretrained(sdxl_files[1], subfolder="unet").eval()
+    return diffusers_unet(sdxl_files, "diffusers")
 
 
 @pytest.fixture(scope="module")
 def converted_unet(sdxl_files):
-    """diffusers' UNet holding the single file's weights, converted by diffusers' own code (label_emb included)."""
-    config = UNet2DConditionModel.load_config(sdxl_files[1], subfolder="unet")
-    unet = UNet2DConditionModel.from_config(config).eval()
-    unet.load_state_dict(convert_ldm_unet_checkpoint(load_file(sdxl_files[0]), config), strict=True)
-    return unet
+    return diffusers_unet(sdxl_files, "single")  # label_emb converted too
 
 
 @pytest.mark.parametrize("layout", ["single", "diffusers"])
@@ -150,33 +147,12 @@ def test_added_conditioning_is_required_by_sdxl_and_refused_elsewhere(sdxl, sd):
     assert sd.unet.add_embedding is None and sd.text_encoder_2 is None and sd.encode_text_and_pooled(["a"])[1] is None
 
 
-class RecordingProcessor:
-    """A diffusers attention processor with an explicit softmax that records (name, probs (B, h, N, L))."""
-
-    def __init__(self, name, calls):
-        self.name, self.calls = name, calls
-
-    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, **kwargs):
-        q, k, v = (attn.head_to_batch_dim(t) for t in (attn.to_q(hidden_states), attn.to_k(encoder_hidden_states),
-                                                         attn.to_v(encoder_hidden_states)))
-        probs = attn.get_attention_scores(q, k)  # (B*h, N, L)
-        self.calls.append((self.name, probs.reshape(hidden_states.shape[0], attn.heads, *probs.shape[1:])))
-        return attn.to_out[0](attn.batch_to_head_dim(probs @ v))
-
-
 def test_every_cross_attention_map_matches_diffusers(sdxl, reference_unet):
-    calls = []
-    original = reference_unet.attn_processors
-    reference_unet.set_attn_processor({k: RecordingProcessor(k.removesuffix(".processor"), calls)
-                                       if ".attn2." in k else p for k, p in original.items()})
     x_t, c, pooled, time_ids = inputs(seed=1)
-    try:
-        with torch.no_grad(), record_cross_attention(sdxl.unet) as maps:
-            sdxl.unet(x_t, 300, c, pooled=pooled, time_ids=time_ids)
-            reference_unet(x_t, 300, encoder_hidden_states=c,
-                           added_cond_kwargs={"text_embeds": pooled, "time_ids": time_ids})
-    finally:
-        reference_unet.set_attn_processor(original)
+    with torch.no_grad(), record_cross_attention(sdxl.unet) as maps, recorded_cross_attention(reference_unet) as calls:
+        sdxl.unet(x_t, 300, c, pooled=pooled, time_ids=time_ids)
+        reference_unet(x_t, 300, encoder_hidden_states=c,
+                       added_cond_kwargs={"text_embeds": pooled, "time_ids": time_ids})
     assert list(maps) == [name for name, _ in calls]  # same names, same call order
     # level 1: 2 x 2 blocks, level 2: 2 x 3, mid: 3, up: 3 x 3 + 3 x 2; none at level 0
     assert len(maps) == 28 and not any(name.startswith(("down_blocks.0.", "up_blocks.2.")) for name in maps)
@@ -188,20 +164,9 @@ def test_every_cross_attention_map_matches_diffusers(sdxl, reference_unet):
 
 @pytest.mark.parametrize("layout", ["single", "diffusers"])
 def test_vae_matches_diffusers(sdxl_files, sdxl, sdxl_single, layout):
-    config = AutoencoderKL.load_config(sdxl_files[1], subfolder="vae")
-    if layout == "single":
-        ours, theirs = sdxl_single.vae, AutoencoderKL.from_config(config).eval()
-        theirs.load_state_dict(convert_ldm_vae_checkpoint(load_file(sdxl_files[0]), config), strict=True)
-    else:
-        ours, theirs = sdxl.vae, AutoencoderKL.from_pretrained(sdxl_files[1], subfolder="vae").eval()
+    theirs = diffusers_vae(sdxl_files, layout)
     assert theirs.config.scaling_factor == sdxl.latent_scale == 0.13025  # sgm sd_xl_base.yaml: scale_factor
-    g = torch.Generator().manual_seed(0)
-    x, z = torch.rand(1, 3, 32, 48, generator=g) * 2 - 1, torch.randn(1, 4, 4, 6, generator=g)
-    with torch.no_grad():
-        mean, logvar = ours.encode(x)
-        posterior = theirs.encode(x).latent_dist
-        assert (mean - posterior.mean).abs().max() <= TOL and (logvar - posterior.logvar).abs().max() <= TOL
-        assert (ours.decode(z) - theirs.decode(z).sample).abs().max() <= TOL
+    assert_vae_matches((sdxl_single if layout == "single" else sdxl).vae, theirs, TOL)
 
 
 # --- the two text encoders --------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint
 from diffusers.utils import logging as diffusers_logging
 from safetensors.torch import load_file
 
+from diffusers_reference import recorded_cross_attention
 from pix2pix_zero.models.attention import record_cross_attention
 from pix2pix_zero.loading.random_checkpoint import diffusers_configs, models
 from pix2pix_zero.models.unet import UNet
@@ -22,35 +23,6 @@ def inputs(seed=0, B=2, H=16, W=24, D=64):
     """Latents x_t (B, 4, H, W), non-square so a swapped H/W shows, and text context c (B, 77, D)."""
     g = torch.Generator().manual_seed(seed)
     return torch.randn(B, 4, H, W, generator=g), torch.randn(B, 77, D, generator=g)
-
-
-class RecordingProcessor:
-    """A diffusers attention processor that computes attention with an explicit softmax(Q K^T * scale) and
-    appends (name, probabilities (B, h, N, L)) to `calls`, so call order and names can be compared with ours."""
-
-    def __init__(self, name: str, calls: list):
-        self.name, self.calls = name, calls
-
-    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kwargs):
-        assert attention_mask is None and hidden_states.ndim == 3
-        context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
-        q = attn.head_to_batch_dim(attn.to_q(hidden_states))  # (B*h, N, d), diffusers' own head split
-        k = attn.head_to_batch_dim(attn.to_k(context))
-        v = attn.head_to_batch_dim(attn.to_v(context))
-        probs = torch.softmax(q @ k.transpose(1, 2) * attn.scale, dim=-1)  # (B*h, N, L)
-        B = hidden_states.shape[0]
-        self.calls.append((self.name, probs.reshape(B, attn.heads, *probs.shape[1:])))
-        out = attn.batch_to_head_dim(probs @ v)
-        return attn.to_out[1](attn.to_out[0](out))
-
-
-def record_diffusers_cross_attention(unet: UNet2DConditionModel) -> list:
-    """Give every attn2 layer a RecordingProcessor named by its module path; returns the list they fill."""
-    calls = []
-    processors = {key: RecordingProcessor(key.removesuffix(".processor"), calls) if ".attn2." in key else p
-                  for key, p in unet.attn_processors.items()}
-    unet.set_attn_processor(processors)
-    return calls
 
 
 @pytest.fixture(scope="module")
@@ -71,9 +43,8 @@ def test_unet_output_matches_diffusers(sd, reference, t):
 
 def test_every_cross_attention_map_matches_diffusers(sd, diffusers_folder):
     reference = UNet2DConditionModel.from_pretrained(diffusers_folder, subfolder="unet").eval()
-    calls = record_diffusers_cross_attention(reference)
     x_t, c = inputs(seed=1)
-    with torch.no_grad(), record_cross_attention(sd.unet) as maps:
+    with torch.no_grad(), record_cross_attention(sd.unet) as maps, recorded_cross_attention(reference) as calls:
         ours = sd.unet(x_t, T_PAIR, c)
         theirs = reference(x_t, T_PAIR, encoder_hidden_states=c).sample
     assert (ours - theirs).abs().max() <= TOL  # the explicit-softmax reference computes the same UNet
