@@ -42,27 +42,26 @@ def recorded_cross_attention(unet: UNet2DConditionModel):
         unet.set_attn_processor(original)
 
 
-def diffusers_unet(files: tuple, layout: str) -> UNet2DConditionModel:
-    """diffusers' UNet of a tiny checkpoint (single file, diffusers folder): from the folder, or holding the
-    single file's weights converted by diffusers' own code."""
+def diffusers_part(files: tuple, layout: str, cls=UNet2DConditionModel, subfolder: str = "unet",
+                   convert=convert_ldm_unet_checkpoint):
+    """diffusers' UNet (or, with AutoencoderKL, "vae", convert_ldm_vae_checkpoint: its VAE) of a tiny checkpoint
+    (single file, diffusers folder): from the folder, or holding the single file's weights converted by
+    diffusers' own code."""
     single, folder = files
     if layout == "diffusers":
-        return UNet2DConditionModel.from_pretrained(folder, subfolder="unet").eval()
-    config = UNet2DConditionModel.load_config(folder, subfolder="unet")
-    unet = UNet2DConditionModel.from_config(config).eval()
-    unet.load_state_dict(convert_ldm_unet_checkpoint(load_file(single), config), strict=True)
-    return unet
+        return cls.from_pretrained(folder, subfolder=subfolder).eval()
+    config = cls.load_config(folder, subfolder=subfolder)
+    model = cls.from_config(config).eval()
+    model.load_state_dict(convert(load_file(single), config), strict=True)
+    return model
+
+
+def diffusers_unet(files: tuple, layout: str) -> UNet2DConditionModel:
+    return diffusers_part(files, layout)
 
 
 def diffusers_vae(files: tuple, layout: str) -> AutoencoderKL:
-    """diffusers' AutoencoderKL of a tiny checkpoint, as `diffusers_unet`."""
-    single, folder = files
-    if layout == "diffusers":
-        return AutoencoderKL.from_pretrained(folder, subfolder="vae").eval()
-    config = AutoencoderKL.load_config(folder, subfolder="vae")
-    vae = AutoencoderKL.from_config(config).eval()
-    vae.load_state_dict(convert_ldm_vae_checkpoint(load_file(single), config), strict=True)
-    return vae
+    return diffusers_part(files, layout, AutoencoderKL, "vae", convert_ldm_vae_checkpoint)
 
 
 def assert_vae_matches(ours, theirs: AutoencoderKL, tol: float) -> None:
