@@ -121,7 +121,7 @@ def test_in_a_real_browser(app, tmp_path):
         downloaded = Image.open(io.BytesIO(page.request.get(links.first.get_attribute("href")).body()))
         assert np.array_equal(np.asarray(downloaded.convert("RGB")), np.asarray(edit.convert("RGB")))
         # judged as world-bench judges edits: the shape classifier calls it a square (the shipped baby SD does so
-        # for this scene at the defaults, for about a quarter of held-out circles: docs/world.md)
+        # for this scene at the defaults, for about three held-out circles in ten: docs/world.md)
         measures = judged(edit)
         assert measures["predicted"] == "square", measures
         print(f"app edit of the circle scene: classified {measures['predicted']}, background PSNR "

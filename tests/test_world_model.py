@@ -118,10 +118,10 @@ def test_world_command_writes_the_edit_and_its_measures(command, tmp_path):
 @pytest.mark.slow
 def test_the_method_edits_held_out_scenes_end_to_end(baby, judge, one_thread):
     """10 held-out circles, circle -> square with every default (the paper setting, 50 steps, lambda_xa 0.1),
-    edited as world-bench edits them. The shipped model changes the shape in about a quarter of edits
-    (docs/world.md), so success is not required here; what fails this test is the method breaking: the edit
-    must change the object (not reproduce the reconstruction), keep the background and the object's place and
-    colour, and the reconstruction must stay close to the input. Bounds: the measured values (printed) with
+    edited as world-bench edits them. The shipped model changes a circle into a square in about three edits in
+    ten (docs/world.md), so the issue's 8 of 10 is not required here, only 2 (3 measured); what fails this test
+    is the method breaking: the edit must change the object (not reproduce the reconstruction), keep the
+    background and the object's place and colour, and the reconstruction must stay close to the input. Bounds: the measured values (printed) with
     margin; a broken guidance, direction or inversion moves them far past it."""
     import numpy as np
     chosen = [bench.held_out_scene("circle", k) for k in range(10)]
@@ -139,5 +139,6 @@ def test_the_method_edits_held_out_scenes_end_to_end(baby, judge, one_thread):
     assert sum(np.isfinite(r["psnr_bg"]) for r in rows) >= 8
     print(f"end to end: {mean}, object change {np.mean(change):.3f}")
     assert np.mean(change) > 0.04  # the object region moves away from the reconstruction (0 without delta_c)
+    assert sum(r["success"] for r in rows) >= 2  # 3 of these 10 measured with the shipped model
     assert mean["psnr_bg"] > 28 and mean["psnr_recon"] > 25
     assert mean["colour_error"] < 60 and mean["centroid_error"] < 10

@@ -100,3 +100,11 @@ def test_learning_rate_warms_up_and_decays():
     assert train.learning_rate(9, 100, 1.0, 10) == pytest.approx(1.0)
     assert train.learning_rate(100, 100, 1.0, 10) == pytest.approx(0.1)
     assert train.learning_rate(55, 100, 1.0, 10) == pytest.approx(0.55)
+
+
+def test_min_snr_weight_by_hand():
+    """min(SNR, gamma) / SNR, SNR = a / (1 - a): a = 0.9 -> SNR 9 -> 5/9; a = 0.5 -> SNR 1 -> 1; a = 0.1 -> 1."""
+    alpha_bar = torch.tensor([0.9, 0.5, 0.1, 0.999], dtype=torch.float64)
+    assert torch.allclose(train.min_snr_weight(alpha_bar, 5.0), torch.tensor([5 / 9, 1.0, 1.0, 5 * 0.001 / 0.999],
+                                                                                dtype=torch.float64))
+    assert torch.equal(train.min_snr_weight(alpha_bar, 0.0), torch.ones(4, dtype=torch.float64))
