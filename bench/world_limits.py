@@ -86,18 +86,17 @@ def main() -> None:
     p.add_argument("--n", type=int, default=32, help="held-out scenes per shape")
     a = p.parse_args()
     judge = classifier.load(WORLD_DIR / classifier.FILE)
-    shapes = " ".join(f"{s:>8}" for s in scenes.SHAPES)
+    shares = lambda result: ", ".join(f"{shape} {100 * v:.1f}%" for shape, v in result.items())
     for weights in a.weights:
         sd = load_sd(weights, "cpu", torch.float32)
-        print(f"\n{weights}")
-        print(f"  VAE round trip, classified right (n = {a.n} per shape): {shapes}")
-        print("  " + " " * 54 + " ".join(f"{100 * v:7.1f}%" for v in vae_round_trip(sd, judge, a.n).values()))
+        print(f"\n{weights}", flush=True)
+        print(f"  VAE round trip, classified right (n = {a.n} per shape): {shares(vae_round_trip(sd, judge, a.n))}")
         print(f"  eps MSE with a swapped word, vs the right caption (n = {2 * a.n}):")
         for t, r in word_reliance(sd, a.n).items():
             print(f"    t = {t:3d}: shape word {r['shape']:+5.1f}%, colour word {r['colour']:+5.1f}% "
                   f"(MSE {r['mse']:.4f})")
-        print(f"  samples from text alone (plain backgrounds, guidance 5), classified right: {shapes}")
-        print("  " + " " * 54 + " ".join(f"{100 * v:7.1f}%" for v in shapes_from_text(sd, judge, a.n).values()))
+        print("  samples from text alone (plain backgrounds, guidance 5), classified right: "
+              f"{shares(shapes_from_text(sd, judge, a.n))}", flush=True)
 
 
 if __name__ == "__main__":
