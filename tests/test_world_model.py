@@ -121,8 +121,9 @@ def test_the_method_edits_held_out_scenes_end_to_end(baby, judge, one_thread):
     edited as world-bench edits them. The shipped model changes a circle into a square in about three edits in
     ten (docs/world.md), so the issue's 8 of 10 is not required here, only 2 (3 measured); what fails this test
     is the method breaking: the edit must change the object (not reproduce the reconstruction), keep the
-    background and the object's place and colour, and the reconstruction must stay close to the input. Bounds: the measured values (printed) with
-    margin; a broken guidance, direction or inversion moves them far past it."""
+    background and the object's place and colour, and the reconstruction must stay close to the input.
+    Bounds: the measured values (printed) with margin; a broken guidance, direction or inversion moves them far
+    past it."""
     import numpy as np
     chosen = [bench.held_out_scene("circle", k) for k in range(10)]
     config = EditConfig()
