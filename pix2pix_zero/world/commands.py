@@ -130,7 +130,7 @@ def main_world_bench(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="train_free_edit.py world-bench",
                                 formatter_class=HelpFormatter,
                                 description="Edit held-out world scenes and measure them against the truth: a table "
-                                            "with 95%% bootstrap intervals, a CSV and a contact sheet.")
+                                            "with 95% bootstrap intervals, a CSV and a contact sheet.")
     p.add_argument("--tasks", nargs="+", default=["circle2square", "square2circle", "triangle2star", "star2triangle"],
                    help="SOURCE2TARGET tasks over circle, square, triangle, star")
     p.add_argument("--n", type=int, default=200, help="held-out scenes per task")
