@@ -97,3 +97,19 @@ def test_stale_temporaries_of_dead_writers_are_removed_and_live_ones_kept(tmp_pa
     finally:
         live.kill()
         live.wait()
+
+
+def test_a_safetensors_file_gets_the_mode_open_gives(tmp_path):
+    """safetensors' save_file creates its file 0600; written through atomic_path it gets 0666 less the umask, as
+    a PNG or JSON does, so a shared folder's other readers can read the checkpoints and caches too."""
+    import stat
+
+    import torch
+    from safetensors.torch import save_file
+
+    umask = os.umask(0o022)
+    os.umask(umask)
+    with atomic_path(tmp_path / "w.safetensors") as tmp:
+        save_file({"a": torch.zeros(2)}, tmp)
+        os.chmod(tmp, 0o600)  # what safetensors (0.8 here) chooses, made certain
+    assert stat.S_IMODE((tmp_path / "w.safetensors").stat().st_mode) == 0o666 & ~umask

@@ -17,6 +17,8 @@ from typing import Iterator
 
 SUFFIX = ".partial"
 STALE_AFTER_S = 3600  # a temporary from another machine this old is taken to be dead: writes last seconds
+UMASK = os.umask(0o022)  # read once, at import (os.umask can only be read by setting it), and put back
+os.umask(UMASK)
 
 
 class OutputError(OSError):
@@ -34,13 +36,16 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         with atomic_path(out / "cat.png") as tmp:
             image.save(tmp, format="PNG")
 
-    A full disk or a read-only folder raises OutputError naming `path`; files written before stay whole.
+    A full disk or a read-only folder raises OutputError naming `path`; files written before stay whole. The file
+    gets the permissions a plain open() would give it (0666 less the umask), whatever the writer chose.
     """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{host()}-{os.getpid()}-{secrets.token_hex(4)}{SUFFIX}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         yield tmp
+        if tmp.is_file():  # the mode open() gives: safetensors' writer, for one, makes its files 0600
+            os.chmod(tmp, 0o666 & ~UMASK)
         os.replace(tmp, path)
     except OSError as e:
         if isinstance(e, OutputError) or e.errno not in (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM,
