@@ -108,3 +108,18 @@ def test_min_snr_weight_by_hand():
     assert torch.allclose(train.min_snr_weight(alpha_bar, 5.0), torch.tensor([5 / 9, 1.0, 1.0, 5 * 0.001 / 0.999],
                                                                                 dtype=torch.float64))
     assert torch.equal(train.min_snr_weight(alpha_bar, 0.0), torch.ones(4, dtype=torch.float64))
+
+
+def test_object_weights_by_hand():
+    """Mean 1 per image; a cell inside the object weighs unet_object_weight times a cell far from it; 1 = uniform."""
+    config = train.TrainConfig(n_train=4, unet_object_weight=5.0)
+    w = train.object_weights(config, 16)  # (4, 1, 16, 16)
+    assert w.shape == (4, 1, 16, 16)
+    assert torch.allclose(w.mean(dim=(1, 2, 3)), torch.ones(4, dtype=w.dtype))
+    for i in range(4):
+        scene = scenes.sample_scene(i)
+        centre = w[i, 0, int(scene.cy * 16), int(scene.cx * 16)]  # a circumradius >= 0.13 covers its own cell
+        far = w[i, 0, 0 if scene.cy > 0.5 else 15, 0 if scene.cx > 0.5 else 15]  # the opposite corner
+        assert centre / far == pytest.approx(5.0)
+    assert torch.equal(train.object_weights(dataclasses.replace(config, unet_object_weight=1.0), 16),
+                       torch.ones(4, 1, 16, 16, dtype=w.dtype))
