@@ -58,9 +58,9 @@ def edit_parser() -> argparse.ArgumentParser:
                                                        "in transformers' layout")
     g.add_argument("--caption-only", action="store_true", help="print the captions of the inputs and stop")
     g.add_argument("--negative-prompt", help="default: the caption for real images, empty for synthetic")
-    g.add_argument("--size", type=int, help="shorter image side (default: the checkpoint's, 1024 for SDXL, else 512); "
-                   "then each side is centre-cropped to a multiple of 64, the longer side capped at 2 x size "
-                   "(docs/images.md: size policy)")
+    g.add_argument("--size", type=int, help="shorter image side (default: the checkpoint's: 1024 for SDXL, 768 for "
+                   "SD 2.x v-models, else 512); then each side is centre-cropped to a multiple of 64, the longer side "
+                   "capped at 2 x size (docs/images.md: size policy)")
     g.add_argument("--pad", action="store_true", help="pad each side to a multiple of 64 instead of cropping")
     g.add_argument("--shard", help="I/N: edit only shard I (0-based) of N of the sorted inputs (SLURM arrays, "
                                    "several machines); under torchrun the ranks shard by themselves")

@@ -237,6 +237,22 @@ def test_ddim_sampling_and_inversion_with_v_prediction_match_diffusers(sd2, sd2_
 
 # --- prediction type: scheduler config, .yaml, argument, single-file default ---------------------------------------
 
+def test_default_size_is_768_for_v_models_and_512_for_eps(sd2_files, tmp_path):
+    """--size's default follows the checkpoint: SD 2.x v-prediction models (2.0-v, 2.1) were trained at 768 px,
+    the 512-base eps ones at 512; --prediction-type epsilon on the v folder makes it 512 too."""
+    import argparse
+
+    from pix2pix_zero.tools.arguments import check_model_args
+    eps_file = make_checkpoint(tmp_path / "tiny-sd2-eps.safetensors", "single", family="sd2",
+                               prediction_type="epsilon")  # with an LDM .yaml saying eps beside it
+    for weights, override, size in ((sd2_files[1], None, 768), (sd2_files[0], None, 768), (eps_file, None, 512),
+                                    (sd2_files[1], "epsilon", 512)):
+        a = argparse.Namespace(weights=str(weights), weights_dir="weights", device="cpu", dtype="fp32",
+                               vae_dtype="fp32", size=None, prediction_type=override)
+        check_model_args(a)
+        assert a.size == size, (weights, override)
+
+
 V_YAML = """model:
   base_learning_rate: 1.0e-4
   target: ldm.models.diffusion.ddpm.LatentDiffusion

@@ -244,6 +244,12 @@ def read_layout(path: str | Path) -> Layout:
     return Layout(path, refs, skipped, family, ucfg, vcfg, tcfg, found_type, tcfg_2)
 
 
+def checkpoint_prediction_type(layout: Layout, prediction_type: str | None = None) -> str:
+    """What the UNet predicts: `prediction_type` if given, else what the checkpoint says, else eps, except an SD 2.x
+    single file, taken to be the 768-v model (load_sd warns when it assumes this)."""
+    return prediction_type or layout.found_type or ("v_prediction" if layout.family == "sd2" else "epsilon")
+
+
 def load_sd(path: str | Path, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
             prediction_type: str | None = None, verbose: bool = False,
             vae_dtype: torch.dtype = torch.float32) -> StableDiffusion:
@@ -265,7 +271,7 @@ def load_sd(path: str | Path, device: torch.device | str = "cpu", dtype: torch.d
         warnings.warn(f"{path.name}: an SD 2.x single file does not say whether it predicts v (768-v) or eps "
                       f"(512-base) and no {path.with_suffix('.yaml').name} is beside it; assuming v_prediction "
                       "(override: prediction_type='epsilon', --prediction-type epsilon)", stacklevel=2)
-    prediction_type = prediction_type or layout.found_type or ("v_prediction" if family == "sd2" else "epsilon")
+    prediction_type = checkpoint_prediction_type(layout, prediction_type)
     if prediction_type not in PREDICTION_TYPES:
         raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, not {prediction_type!r}")
     with torch.device("meta"):

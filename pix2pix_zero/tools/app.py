@@ -310,14 +310,15 @@ def blip_caption(image: torch.Tensor) -> str:
 
 
 def main_app(argv: list[str]) -> int:
-    from .arguments import DEFAULT_SIZE, NATIVE_SIZE, HelpFormatter
+    from .arguments import HelpFormatter, native_size
     p = argparse.ArgumentParser(prog="train_free_edit.py app", formatter_class=HelpFormatter,
                                 description="The web app (Gradio). It opens on the world's baby SD when no "
                                             "--weights is given, so it works offline at once.")
     p.add_argument("--weights", help="a checkpoint the command line accepts (default: the world's baby SD)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     p.add_argument("--port", type=int, default=7860)
-    p.add_argument("--size", type=int, default=None, help="image side (default: 128 for the baby SD, 1024 for SDXL, else 512)")
+    p.add_argument("--size", type=int, default=None,
+                   help="image side (default: 128 for the baby SD, 1024 for SDXL, 768 for SD 2.x v-models, else 512)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--dtype", choices=list(DTYPES), default="fp32")
     p.add_argument("--cache-dir", default="outputs/.cache", help="sentence and direction cache (read and written)")
@@ -327,8 +328,8 @@ def main_app(argv: list[str]) -> int:
     weights = Path(a.weights) if a.weights else CHECKPOINT
     world = weights.resolve() == CHECKPOINT.resolve()
     sd = load_sd(weights, a.device, DTYPES[a.dtype])
-    session = Session(sd, a.size or (128 if world else NATIVE_SIZE.get(sd.family, DEFAULT_SIZE)), Path(a.cache_dir),
-                      world)
+    session = Session(sd, a.size or (128 if world else native_size(sd.family, sd.prediction_type)),
+                      Path(a.cache_dir), world)
     demo = build(session)
     demo.queue(default_concurrency_limit=1)  # one model in memory: one edit at a time
     try:

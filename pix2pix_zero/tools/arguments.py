@@ -97,8 +97,16 @@ def load_model(a: argparse.Namespace, weights: Path):
                    vae_dtype=DTYPES[a.vae_dtype])
 
 
-DEFAULT_SIZE = 512  # --size of SD 1.x and 2.x (the paper's); SD 2.x's 768 v-model wants --size 768
+DEFAULT_SIZE = 512  # --size of SD 1.x and 2.x base (the paper's)
 NATIVE_SIZE = {"sdxl": 1024}  # SDXL base was trained at about one megapixel
+V_MODEL_SIZE = 768  # SD 2.0-v and 2.1 (v-prediction) were trained at 768 px; at 512 they draw poorly
+
+
+def native_size(family: str, prediction_type: str) -> int:
+    """The image side a checkpoint was trained at: --size's default."""
+    if family == "sd2" and prediction_type == "v_prediction":
+        return V_MODEL_SIZE
+    return NATIVE_SIZE.get(family, DEFAULT_SIZE)
 
 
 def check_model_args(a: argparse.Namespace) -> Path:
@@ -106,14 +114,14 @@ def check_model_args(a: argparse.Namespace) -> Path:
     only). Returns the checkpoint's path."""
     from pix2pix_zero.loading.device import device_problem
     from pix2pix_zero.loading.hub import resolve_weights
-    from pix2pix_zero.loading.load import read_layout
+    from pix2pix_zero.loading.load import checkpoint_prediction_type, read_layout
     for dtype in dict.fromkeys((a.dtype, a.vae_dtype)):
         if warning := device_problem(a.device, DTYPES[dtype]):
             print(f"warning: {warning}", file=sys.stderr)
     weights = resolve_weights(a.weights, a.weights_dir)
-    family = read_layout(weights).family
-    if getattr(a, "size", 0) is None:  # the edit command's --size: the family's own
-        a.size = NATIVE_SIZE.get(family, DEFAULT_SIZE)
+    layout = read_layout(weights)
+    if getattr(a, "size", 0) is None:  # the edit command's --size: the checkpoint's own
+        a.size = native_size(layout.family, checkpoint_prediction_type(layout, getattr(a, "prediction_type", None)))
     return weights
 
 
