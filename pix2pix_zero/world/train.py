@@ -71,13 +71,13 @@ class TrainConfig:
     # Min-SNR-gamma loss weight min(SNR_t, gamma) / SNR_t on the eps MSE (Hang et al., arXiv:2303.09556, eq. 8
     # for eps): low-noise steps, whose eps error is fine detail, stop dominating the gradient, and the steps where
     # the layout and the object's shape are decided get the model's capacity. 0 = the plain eps MSE. Measured
-    # (docs/world.md): the plain MSE for 4500 steps edited 29% of held-out shapes, this for 4000 steps 39%.
+    # (docs/world.md): the plain MSE for 4500 steps edited 29% of 100 held-out shapes, this for 4000 steps 39%.
     unet_min_snr: float = 5.0
     # Object-weighted eps loss, an option for research: the error on the latent cells the object covers (its
     # coverage averaged over each cell's 8 x 8 pixels, widened by one cell: the shape is decided at its rim)
     # counts this many times the background's, the weights scaled to mean 1 per image. Measured (docs/world.md):
     # x5 for the same 4000 steps made the UNet read the colour word more (+27% eps error when swapped at t = 700,
-    # against +23%) but not the shape word (+1.2% against +2.0%), and edited 34% of held-out shapes against 39%;
+    # against +23%) but not the shape word (+1.2% against +2.0%), and edited 34% of the same 100 against 39%;
     # so the default is 1, the plain eps loss, as SD's.
     unet_object_weight: float = 1.0
     uncond_prob: float = 0.1  # captions replaced by "" (classifier-free guidance)
