@@ -240,8 +240,8 @@ def test_offline_with_no_weights_says_what_to_place_where(tmp_path, photo):
 def test_default_edit_at_512_px_is_the_library_edit_and_finite_for_several_seeds(tmp_path, family):
     """The README's command with every default but --steps (the paper setting, lambda_ac = lambda_kl = 20,
     5 x 5 regularizer steps, 512 px; for the SD 2.x v-model, whose default is 768, --size 512 said) on random
-    checkpoints of several seeds. Before the regularizer's steps
-    were made unable to overshoot, these inversions were all NaN and the edits black (and the run exited 0).
+    checkpoints of several seeds. Before the regularizer's steps were made unable to overshoot, these inversions
+    were all NaN and the edits black (and the run exited 0).
     The written edit is, pixel for pixel, the one `edit_image` computes in this process with the settings the
     run recorded (the CLI runs the paper's loops, nothing else); the inversion is finite."""
     from safetensors.torch import load_file
