@@ -80,9 +80,12 @@ def main_world(argv: list[str]) -> int:
     with atomic_path(out / f"{stem}.json") as tmp:
         tmp.write_text(json.dumps(record, indent=2))
     verdict = "edited" if row["success"] else "NOT edited"
-    print(f"{scenes.caption(scene)}: {source} -> {target} {verdict} (classified {row['predicted']}); background "
-          f"PSNR {row['psnr_bg']:.1f} dB, colour error {row['colour_error']:.0f}/255, centroid moved "
-          f"{row['centroid_error']:.1f} px; edit {edit_seconds:.1f} s, total {record['total_seconds']:.1f} s")
+    # NaN when the edit changed every pixel away from the true background (e.g. checks redrawn as a new pattern)
+    background = (f"background PSNR {row['psnr_bg']:.1f} dB" if row["psnr_bg"] == row["psnr_bg"] else
+                  "no background left unchanged to compare (the edit redrew it)")
+    print(f"{scenes.caption(scene)}: {source} -> {target} {verdict} (classified {row['predicted']}); {background}, "
+          f"colour error {row['colour_error']:.0f}/255, centroid moved {row['centroid_error']:.1f} px; "
+          f"edit {edit_seconds:.1f} s, total {record['total_seconds']:.1f} s")
     print(f"wrote {out / stem}.png, {stem}-side_by_side.png (input | reconstruction | edit | ideal), {stem}.json")
     return 0
 
