@@ -5,6 +5,7 @@ import argparse
 import csv
 import dataclasses
 import json
+import math
 import shlex
 import sys
 import time
@@ -80,9 +81,9 @@ def main_world(argv: list[str]) -> int:
     with atomic_path(out / f"{stem}.json") as tmp:
         tmp.write_text(json.dumps(record, indent=2))
     verdict = "edited" if row["success"] else "NOT edited"
-    # NaN when the edit changed every pixel away from the true background (e.g. checks redrawn as a new pattern)
-    background = (f"background PSNR {row['psnr_bg']:.1f} dB" if row["psnr_bg"] == row["psnr_bg"] else
-                  "no background left unchanged to compare (the edit redrew it)")
+    # psnr_bg is NaN when every pixel moved away from the true background (e.g. checks redrawn as another pattern)
+    background = ("no background left unchanged to compare (the edit redrew it)" if math.isnan(row["psnr_bg"])
+                  else f"background PSNR {row['psnr_bg']:.1f} dB")
     print(f"{scenes.caption(scene)}: {source} -> {target} {verdict} (classified {row['predicted']}); {background}, "
           f"colour error {row['colour_error']:.0f}/255, centroid moved {row['centroid_error']:.1f} px; "
           f"edit {edit_seconds:.1f} s, total {record['total_seconds']:.1f} s")
