@@ -254,7 +254,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # 128 + SIGINT, as a shell reports it
-        resume = " (edits and inversions already written are whole and are skipped: run the same command " \
-                 "again to go on)" if command == "edit" else ""
+        resume = {"edit": " (edits and inversions already written are whole and are skipped: run the same command "
+                          "again to go on)",
+                  "world-bench": " (every batch measured is in edits.csv: run the same command with --resume to "
+                                 "go on)"}.get(command, "")
         print(f"\ninterrupted: nothing half-written is left{resume}", file=sys.stderr)
         return 130

@@ -116,6 +116,22 @@ def test_world_command_writes_the_edit_and_its_measures(command, tmp_path):
 
 
 @pytest.mark.slow
+def test_world_command_writes_strict_json_when_the_edit_redraws_the_background(command, tmp_path):
+    """Held-out circle 0 (lavender and navy checks): the shipped model redraws the checks, so no background pixel
+    is left to compare (README's quick start says so). The line says that in words and the record holds null,
+    never NaN, which strict JSON readers refuse."""
+    import json
+    code, out, err = command(["world", "--task", "circle2square", "--scene", "0", "--out", tmp_path])
+    assert code == 0, err
+    assert "no background left unchanged to compare (the edit redrew it)" in out and "nan" not in out
+
+    def refuse(constant):
+        raise ValueError(f"{constant} is not JSON")
+    record = json.loads((tmp_path / "scene0-circle2square.json").read_text(), parse_constant=refuse)
+    assert record["measured"]["psnr_bg"] is None and record["measured"]["psnr_recon"] > 0
+
+
+@pytest.mark.slow
 def test_the_method_edits_held_out_scenes_end_to_end(baby, judge, one_thread):
     """10 held-out circles, circle -> square with every default (the paper setting, 50 steps, lambda_xa 0.1),
     edited as world-bench edits them. The shipped model changes a circle into a square in about three edits in
@@ -143,3 +159,30 @@ def test_the_method_edits_held_out_scenes_end_to_end(baby, judge, one_thread):
     assert sum(r["success"] for r in rows) >= 2  # 3 of these 10 measured with the shipped model
     assert mean["psnr_bg"] > 28 and mean["psnr_recon"] > 25
     assert mean["colour_error"] < 60 and mean["centroid_error"] < 10
+
+
+@pytest.mark.slow
+def test_world_bench_resume_equals_a_fresh_run(command, tmp_path):
+    """--resume keeps the whole batches an earlier run with the same settings measured and edits the rest: a run
+    of 3 scenes (batches 0-2, 2-3) resumed to 5 (batches 0-2, 2-4, 4-5) takes batch 0-2 from the first run and
+    edits the others, and every measured number equals a fresh 5-scene run's. Other settings are refused,
+    naming what differs, and leave the folder as it was."""
+    from pix2pix_zero.world.commands import read_csv
+    base = ["world-bench", "--tasks", "circle2square", "--batch", "2", "--steps", "2"]
+    resumed, fresh = tmp_path / "resumed", tmp_path / "fresh"
+    assert command([*base, "--n", "3", "--out", resumed])[0] == 0
+    first = read_csv(resumed / "defaults" / "edits.csv")
+    assert [r["batch"] for r in first] == ["0-2", "0-2", "2-3"]
+    code, out, err = command([*base, "--n", "5", "--out", resumed, "--resume"])
+    assert code == 0, err
+    assert "5 edits (2 from an earlier run)" in out
+    assert command([*base, "--n", "5", "--out", fresh])[0] == 0
+    a, b = read_csv(resumed / "defaults" / "edits.csv"), read_csv(fresh / "defaults" / "edits.csv")
+    assert [r["seed"] for r in a] == [r["seed"] for r in b] == [scenes.HELD_OUT + k for k in range(5)]
+    assert a[:2] == first[:2]  # read back, not edited again: even the seconds are the first run's
+    numbers = ("success", "colour_error", "centroid_error", "psnr_bg", "psnr_recon", "psnr_ideal")
+    assert [[repr(r[k]) for k in numbers] for r in a] == [[repr(r[k]) for k in numbers] for r in b]  # nan == nan
+    before = (resumed / "defaults" / "edits.csv").read_bytes()
+    code, out, err = command([*base, "--n", "5", "--out", resumed, "--resume", "--lambda-xa", "0.2"])
+    assert code == 2 and "made with other settings (config.lambda_xa 0.1, now 0.2)" in err
+    assert (resumed / "defaults" / "edits.csv").read_bytes() == before

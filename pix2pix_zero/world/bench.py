@@ -122,25 +122,37 @@ def edit_batch(sd, chosen: list[scenes.Scene], target: str, config: EditConfig, 
 
 
 def run_bench(sd, classifier, tasks: list[str], n: int, config: EditConfig, sentences: str = "world",
-              on_edit=None, batch: int = 16) -> list[dict]:
-    """One row per (task, scene): the scene's seed and caption, the measured numbers, the seconds per edit
-    (the batch's time shared out). on_edit(row, edited) sees each edit (to write its images)."""
-    rows = []
+              on_edit=None, batch: int = 16, done: dict | None = None, on_batch=None) -> list[dict]:
+    """One row per (task, scene): the scene's seed and caption, the scenes edited with it (`batch`, "25-50"), the
+    measured numbers, the seconds per edit (the batch's time shared out). on_edit(row, edited) sees each edit (to
+    write its images), on_batch(rows) the rows so far after each batch. done: rows an earlier run with the same
+    settings measured, by (task, seed); a batch they hold whole is taken from them, not edited again (only whole
+    batches: the regularizer's draw is the batch's, so an edit depends on the scenes edited with it)."""
+    rows, done = [], done or {}
     for task in tasks:
         source, target = parse_task(task)
-        direction = world_direction(sd, source, target, sentences)
+        direction = None  # built when a batch needs editing
         for first in range(0, n, batch):
             chosen = [held_out_scene(source, k) for k in range(first, min(n, first + batch))]
+            span = f"{first}-{first + len(chosen)}"
+            earlier = [done.get((task, scene.seed)) for scene in chosen]
+            if all(row is not None and row["batch"] == span for row in earlier):
+                rows += earlier
+                continue
+            if direction is None:
+                direction = world_direction(sd, source, target, sentences)
             start = time.perf_counter()
             edited = edit_batch(sd, chosen, target, config, direction)
             seconds = (time.perf_counter() - start) / len(chosen)
             for scene, e in zip(chosen, edited):
-                row = {"task": task, "seed": scene.seed, "scene": scenes.caption(scene)}
+                row = {"task": task, "seed": scene.seed, "scene": scenes.caption(scene), "batch": span}
                 row |= measure_edit(scene, target, e.edit, e.reconstruction, classifier)
                 row["seconds"] = seconds
                 rows.append(row)
                 if on_edit is not None:
                     on_edit(row, e)
+            if on_batch is not None:
+                on_batch(rows)
     return rows
 
 

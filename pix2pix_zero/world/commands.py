@@ -4,6 +4,7 @@
 import argparse
 import csv
 import dataclasses
+import hashlib
 import json
 import math
 import shlex
@@ -75,11 +76,13 @@ def main_world(argv: list[str]) -> int:
     save_png(tensor_to_pil(result.edits[0]), out / f"{stem}.png")
     save_png(side_by_side([tensor_to_pil(x) for x in (result.image, result.reconstruction, result.edits[0], ideal)]),
              out / f"{stem}-side_by_side.png")
-    record = {"task": a.task, "scene": scene.to_dict(), "caption": scenes.caption(scene), "measured": row,
+    # JSON has no NaN: a measure with nothing to measure (psnr_bg when the edit redrew the whole background) is null
+    measured = {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in row.items()}
+    record = {"task": a.task, "scene": scene.to_dict(), "caption": scenes.caption(scene), "measured": measured,
               "edit_seconds": edit_seconds, "total_seconds": time.perf_counter() - start,
               "weights": a.weights, "settings": result.settings}
     with atomic_path(out / f"{stem}.json") as tmp:
-        tmp.write_text(json.dumps(record, indent=2))
+        tmp.write_text(json.dumps(record, indent=2, allow_nan=False))
     verdict = "edited" if row["success"] else "NOT edited"
     # psnr_bg is NaN when every pixel moved away from the true background (e.g. checks redrawn as another pattern)
     background = ("no background left unchanged to compare (the edit redrew it)" if math.isnan(row["psnr_bg"])
@@ -130,6 +133,48 @@ def write_csv(rows: list[dict], path: Path) -> None:
             writer.writerows(rows)
 
 
+STRING_COLUMNS = ("task", "scene", "batch", "predicted", "stem", "input", "edit", "variant")
+
+
+def read_csv(path: Path) -> list[dict]:
+    """write_csv's rows back: the STRING_COLUMNS as text, the seed an int, every other column a float (an empty
+    cell, a column the row lacked, is left out)."""
+    with open(path, newline="") as f:
+        return [{k: v if k in STRING_COLUMNS else int(v) if k == "seed" else float(v) for k, v in row.items() if v}
+                for row in csv.DictReader(f)]
+
+
+def file_digest(path: str) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()[:16]
+
+
+def made_with(a: argparse.Namespace) -> dict:
+    """What every edit of a run depends on besides its variant's settings, flat. The CPU threads too: they change
+    the order of float sums, so an edit made with other threads differs in its last bits."""
+    import torch
+    return {"batch": a.batch, "device": a.device, "threads": torch.get_num_threads() if a.device == "cpu" else None,
+            "dtype": a.dtype, "weights": file_digest(a.weights), "classifier": file_digest(a.classifier)}
+
+
+def earlier_edits(folder: Path, settings: dict) -> dict:
+    """(task, seed) -> row of the edits a run with the same settings left in `folder` (none if it has none); a
+    ValueError naming the settings that differ otherwise."""
+    record, table = folder / "bench.json", folder / "edits.csv"
+    if not record.is_file():
+        if table.is_file():
+            raise ValueError(f"{table}: these edits have no bench.json beside them saying how they were made, so "
+                             "--resume cannot reuse them; use another --out, or leave out --resume to edit again")
+        return {}
+    before = json.loads(record.read_text())
+    differ = [k for k in dict.fromkeys([*settings, *before]) if before.get(k) != settings.get(k)]
+    if differ:
+        raise ValueError(f"{record}: the edits in {folder} were made with other settings (" + ", ".join(
+            f"{k} {before.get(k)!r}, now {settings.get(k)!r}" for k in differ) + "); use another --out, or leave "
+            "out --resume to edit them again")
+    return {(row["task"], row["seed"]): row for row in read_csv(table)} if table.is_file() else {}
+
+
 def main_world_bench(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="train_free_edit.py world-bench",
                                 formatter_class=HelpFormatter,
@@ -145,10 +190,14 @@ def main_world_bench(argv: list[str]) -> int:
     p.add_argument("--batch", type=int, default=16, help="scenes edited at once (the paper setting's loops on a "
                                                          "batch; results differ from one-at-a-time by the "
                                                          "regularizer's random draw)")
+    p.add_argument("--resume", action="store_true", help="keep the edits an interrupted or smaller run with the "
+                                                          "same settings left in --out (edits.csv, written after "
+                                                          "every batch) and edit only the batches missing")
     world_args(p)
     a = p.parse_args(argv)
     from . import bench
     from ..tools.evaluation.sheet import contact_sheet
+    from ..tools.files import atomic_path
     from ..tools.image import save_png, tensor_to_pil
     for task in a.tasks:
         bench.parse_task(task)
@@ -165,30 +214,45 @@ def main_world_bench(argv: list[str]) -> int:
             variants = [known["defaults"], *variants]
     base = config_from(a)
     sd, clf = load_world(a)
-    out = Path(a.out)
-    all_rows, markdown = {}, []
+    out, run = Path(a.out), made_with(a)
+    plan = []  # every folder checked before the first edit: a refused --resume costs nothing
     for variant in variants:
         config = bench.variant_config(base, variant)
         folder = out / variant.name.split(" (")[0].replace(" ", "_")
+        # bench.json: what the folder's edits depend on, compared by --resume
+        settings = {"variant": variant.name, "sentences": variant.sentences, **run,
+                    **{f"config.{k}": v for k, v in dataclasses.asdict(config).items()}}
+        plan.append((variant, config, folder, settings, earlier_edits(folder, settings) if a.resume else {}))
+    all_rows, markdown = {}, []
+    for variant, config, folder, settings, done in plan:
 
         def save(row, result):
             stem = f"{row['task']}-{row['seed']}"
             row["stem"], row["input"], row["edit"] = stem, str(folder / f"{stem}-input.png"), str(folder / f"{stem}.png")
+            row["variant"] = variant.name
             save_png(tensor_to_pil(result.image), row["input"])
             save_png(tensor_to_pil(result.edit), row["edit"])
 
+        def keep(rows):
+            """edits.csv, then bench.json (an interruption between the two leaves a pair --resume refuses or
+            agrees with, never one it misreads); the earlier edits this run has not reached stay in the file."""
+            measured = {(r["task"], r["seed"]) for r in rows}
+            write_csv(rows + [r for key, r in done.items() if key not in measured], folder / "edits.csv")
+            with atomic_path(folder / "bench.json") as tmp:
+                tmp.write_text(json.dumps(settings, indent=2))
+
         start = time.perf_counter()
-        rows = bench.run_bench(sd, clf, a.tasks, a.n, config, variant.sentences, on_edit=save, batch=a.batch)
-        for row in rows:
-            row["variant"] = variant.name
+        rows = bench.run_bench(sd, clf, a.tasks, a.n, config, variant.sentences, on_edit=save, batch=a.batch,
+                               done=done, on_batch=keep)
+        reused = sum(1 for r in rows if done.get((r["task"], r["seed"])) is r)
         all_rows[variant.name] = rows
         seconds = time.perf_counter() - start
-        print(f"\n{variant.name}: {len(rows)} edits in {seconds:.0f} s "
+        print(f"\n{variant.name}: {len(rows)} edits ({reused} from an earlier run) in {seconds:.0f} s "
               f"(config {json.dumps(variant.changes)}, sentences {variant.sentences})")
         table = table_cells(rows, FAST_TABLE)
         print(as_text(table))
         markdown.append(f"### {variant.name}\n\n{len(rows)} edits, {seconds:.0f} s\n\n{as_markdown(table)}\n")
-        write_csv(rows, folder / "edits.csv")
+        keep(rows)
         sheet = contact_sheet([{k: r[k] for k in ("stem", "input", "edit", "psnr_bg", "colour_error",
                                                    "centroid_error", "psnr_ideal")} for r in rows],
                               folder / "contact-sheet.png")
