@@ -251,7 +251,8 @@ def main_world_bench(argv: list[str]) -> int:
               f"(config {json.dumps(variant.changes)}, sentences {variant.sentences})")
         table = table_cells(rows, FAST_TABLE)
         print(as_text(table))
-        markdown.append(f"### {variant.name}\n\n{len(rows)} edits, {seconds:.0f} s\n\n{as_markdown(table)}\n")
+        markdown.append(f"### {variant.name}\n\n{len(rows)} edits ({reused} from an earlier run), {seconds:.0f} s\n\n"
+                        f"{as_markdown(table)}\n")
         keep(rows)
         sheet = contact_sheet([{k: r[k] for k in ("stem", "input", "edit", "psnr_bg", "colour_error",
                                                    "centroid_error", "psnr_ideal")} for r in rows],
