@@ -13,7 +13,6 @@ Per input (stem = the input's file name without its extension), under the output
 Every file is written atomically; inputs are never overwritten. An edit whose settings file already holds
 the same settings and whose PNG exists is skipped, so an interrupted folder run resumes where it stopped.
 """
-import hashlib
 import json
 import math
 import os
@@ -26,7 +25,7 @@ import torch
 from ..config import EditConfig
 from ..models.sd import StableDiffusion, sdxl_time_ids
 from ..pipeline import edit_image, setting_rules
-from .files import atomic_path
+from .files import atomic_path, file_digest
 from .heatmap import WordAttention, word_token_indices
 from .image import (Geometry, apply_geometry, geometry_time_ids, load_image, pil_to_tensor, plan_geometry,
                     read_image, save_png, side_by_side, tensor_to_pil)
@@ -126,7 +125,7 @@ def original_input(settings: dict) -> torch.Tensor | None:
     path, digest, g = settings.get("input"), settings.get("input_sha256"), settings.get("geometry")
     if not (path and digest and g and Path(path).is_file()):
         return None
-    if hashlib.sha256(Path(path).read_bytes()).hexdigest() != digest:
+    if file_digest(path) != digest:
         return None
     geometry = Geometry(**{k: tuple(v) if v is not None else None for k, v in g.items()})
     return pil_to_tensor(apply_geometry(read_image(path), geometry))
@@ -187,7 +186,7 @@ def run(sd: StableDiffusion, job: Job, config: EditConfig, out_dir: str | os.Pat
         elif src.inverted_with is not None and "geometry" in src.inverted_with:  # the image the inversion was of
             record["geometry"] = src.inverted_with["geometry"]
         if image_path is not None:
-            record["input_sha256"] = hashlib.sha256(Path(image_path).read_bytes()).hexdigest()
+            record["input_sha256"] = file_digest(image_path)
         if sd.family == "sdxl":  # the size/crop numbers SDXL is conditioned on (Podell et al., sec. 2.2)
             record["time_ids"] = list(geometry_time_ids(record["geometry"]) if "geometry" in record else
                                       sdxl_time_ids(size[::-1]))

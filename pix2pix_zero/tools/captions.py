@@ -8,7 +8,6 @@ std by hand, as LAVIS' eval processor does, because transformers' BLIP image pro
 """
 import gc
 import glob
-import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ import torch
 from PIL import Image
 
 from ..loading.hub import resolve_pretrained
+from .files import file_digest
 from .image import read_image
 
 CAPTIONERS = {"base": "Salesforce/blip-image-captioning-base", "large": "Salesforce/blip-image-captioning-large"}
@@ -79,10 +79,6 @@ def caption_images(captioner: Captioner, images: list[Image.Image], batch_size: 
             text = " ".join(text.split())
             captions.append(text[len(PREFIX.strip()):].strip() if text.startswith(PREFIX.strip()) else text)
     return captions
-
-
-def file_digest(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def known_caption(out_dir: Path, stem: str, digest: str, captioner_name: str) -> str | None:

@@ -7,6 +7,7 @@ processes on several machines write to one shared folder, never taken for an out
 leftovers (after a SIGKILL, a power cut) from a live writer's file.
 """
 import errno
+import hashlib
 import os
 import secrets
 import socket
@@ -27,6 +28,12 @@ class OutputError(OSError):
 
 def host() -> str:
     return socket.gethostname().replace(".", "_") or "host"
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    """sha256 of a file's bytes, hex, read in chunks."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 @contextmanager

@@ -4,7 +4,6 @@
 import argparse
 import csv
 import dataclasses
-import hashlib
 import json
 import math
 import shlex
@@ -144,17 +143,13 @@ def read_csv(path: Path) -> list[dict]:
                 for row in csv.DictReader(f)]
 
 
-def file_digest(path: str) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()[:16]
-
-
 def made_with(a: argparse.Namespace) -> dict:
     """What every edit of a run depends on besides its variant's settings, flat. The CPU threads too: they change
     the order of float sums, so an edit made with other threads differs in its last bits."""
     import torch
+    from ..tools.files import file_digest
     return {"batch": a.batch, "device": a.device, "threads": torch.get_num_threads() if a.device == "cpu" else None,
-            "dtype": a.dtype, "weights": file_digest(a.weights), "classifier": file_digest(a.classifier)}
+            "dtype": a.dtype, "weights": file_digest(a.weights)[:16], "classifier": file_digest(a.classifier)[:16]}
 
 
 def earlier_edits(folder: Path, settings: dict) -> dict:
