@@ -1,6 +1,8 @@
 """Tests of the shipped world: the baby SD loads through load_sd and its UNet matches diffusers' on it, the shape
-classifier names held-out masks, the measures score the ideal edit as ideal, and the world's commands refuse
+classifier names held-out masks, the measures score the ideal edit as ideal (and the core colour is not
+fooled by a redrawn background), and the world's commands refuse
 bad input in one line."""
+import numpy as np
 import pytest
 import torch
 from diffusers import UNet2DConditionModel
@@ -11,7 +13,7 @@ from pix2pix_zero.config import EditConfig
 from pix2pix_zero.loading.load import load_sd
 from pix2pix_zero.loading.random_checkpoint import diffusers_configs
 from pix2pix_zero.world import CHECKPOINT, WORLD_DIR, bench, classifier, scenes
-from pix2pix_zero.world.measure import measure_edit
+from pix2pix_zero.world.measure import core_colour_error, dilate, measure_edit
 from pix2pix_zero.world.bench import to_model
 
 CLASSIFIER = WORLD_DIR / classifier.FILE
@@ -64,6 +66,24 @@ def test_measures_score_the_ideal_edit_as_ideal(judge):
     unedited = measure_edit(scene, "square", to_model(scenes.render(scene)[0]), None, judge)
     assert unedited["success"] == 0 and unedited["predicted"] == "circle"
     assert unedited["size_error"] > 0.05  # a circle of radius r is smaller than the square of circumradius r
+
+
+def test_core_colour_ignores_a_redrawn_background_but_not_a_recoloured_object(judge):
+    """The edited object's mask takes in a background the edit redrew, so measure_edit's colour error counts it;
+    the core measure (source mask and ideal mask, less a rim) does not, and it is the exact colour distance
+    when the object itself is repainted."""
+    scene = bench.held_out_scene("circle", 3)  # white on pink and beige checks
+    ideal, mask, background = scenes.render(scenes.with_shape(scene, "square"))
+    assert core_colour_error(scene, "square", ideal) < 1e-9
+    redrawn, far = ideal.copy(), ~dilate(torch.from_numpy(mask), 2).numpy()
+    redrawn[far] = 255 - background[far]
+    assert measure_edit(scene, "square", to_model(redrawn), None, judge)["colour_error"] > 100
+    assert core_colour_error(scene, "square", to_model(redrawn)) < 1e-5  # float32 [-1, 1] round trip
+    other = "red" if scene.colour != "red" else "blue"
+    repainted = ideal.copy()
+    repainted[mask] = scenes.COLOURS[other]
+    distance = float(np.linalg.norm(np.subtract(scenes.COLOURS[other], scenes.COLOURS[scene.colour])))
+    assert core_colour_error(scene, "square", repainted) == pytest.approx(distance, abs=1e-9)
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -43,6 +43,27 @@ def centroid(mask: torch.Tensor) -> tuple[float, float]:
     return (xs.double().mean().item(), ys.double().mean().item()) if len(xs) else (math.nan, math.nan)
 
 
+def colour_error(image: torch.Tensor, where: torch.Tensor, colour: str) -> float:
+    """RGB distance (0..255) of the mean of image (3, H, W) over the mask `where` (H, W) from the named colour;
+    NaN if the mask is empty."""
+    if not where.any():
+        return math.nan
+    true_colour = torch.tensor(scenes.COLOURS[colour], dtype=torch.float64) / 255
+    return 255 * (image[:, where].mean(dim=1) - true_colour).norm().item()
+
+
+def core_colour_error(scene: scenes.Scene, target: str, edit) -> float:
+    """The object's colour error where any correct edit keeps it: inside the core, the source object's mask and
+    the ideal edit's intersected, less a pixel of rim. Unlike measure_edit's colour_error (the mean over the
+    pixels that differ from the true background, the issue's "mean inside the mask"), a redrawn background
+    cannot enter it; a core the edit did not paint the object's colour does (bench/world_colour_core.py)."""
+    size = edit.shape[-1] if isinstance(edit, torch.Tensor) else edit.shape[0]
+    source_mask = scenes.render(scene, size)[1]
+    ideal_mask = scenes.render(scenes.with_shape(scene, target), size)[1]
+    core = torch.from_numpy(source_mask & ideal_mask)
+    return colour_error(unit(edit), core & ~dilate(~core, 1), scene.colour)
+
+
 def measure_edit(scene: scenes.Scene, target: str, edit: torch.Tensor, reconstruction: torch.Tensor | None,
                  classifier) -> dict[str, float]:
     """The world's numbers for one edit of `scene` towards the shape `target`.
@@ -62,14 +83,12 @@ def measure_edit(scene: scenes.Scene, target: str, edit: torch.Tensor, reconstru
     keep_out = dilate(source_mask | edited, MARGIN)
     (cx, cy), (sx, sy) = centroid(edited), centroid(source_mask)
     inner = edited & ~dilate(~edited, 1)  # the object without its soft rim
-    colour = e[:, inner].mean(dim=1) if inner.any() else torch.full((3,), math.nan, dtype=torch.float64)
-    true_colour = torch.tensor(scenes.COLOURS[scene.colour], dtype=torch.float64) / 255
     predicted = scenes.SHAPES[int(classify(classifier, edited[None, None])[0])]
     row = {
         "success": float(predicted == target), "predicted": predicted,
         "centroid_error": math.hypot(cx - sx, cy - sy),
         "size_error": abs(math.sqrt(edited.sum().item() / max(1, int(ideal_mask.sum()))) - 1),
-        "colour_error": 255 * (colour - true_colour).norm().item(),
+        "colour_error": colour_error(e, inner, scene.colour),
         "psnr_bg": psnr(x, e, keep_out, mode="exact"), "ssim_bg": ssim(x, e, keep_out, mode="exact"),
         "psnr_ideal": psnr(unit(ideal), e),
     }
