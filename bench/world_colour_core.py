@@ -22,7 +22,7 @@ from pix2pix_zero.tools.evaluation.stats import paired_difference, summarize
 from pix2pix_zero.world import scenes
 from pix2pix_zero.world.bench import parse_task
 from pix2pix_zero.world.commands import read_csv
-from pix2pix_zero.world.measure import colour_error, core_colour_error, dilate, object_mask, unit
+from pix2pix_zero.world.measure import colour_error, core_colour_error, object_mask, unit, without_rim
 
 
 def colour_errors(row: dict) -> tuple[float, float]:
@@ -31,8 +31,7 @@ def colour_errors(row: dict) -> tuple[float, float]:
     scene = scenes.sample_scene(row["seed"], shape=source)
     edit = np.array(Image.open(row["edit"]).convert("RGB"))  # a writable copy
     background = unit(scenes.render(scene)[2])
-    edited = object_mask(unit(edit), background)
-    inner = edited & ~dilate(~edited, 1)  # as measure_edit: the edited object without its soft rim
+    inner = without_rim(object_mask(unit(edit), background))  # as measure_edit
     return colour_error(unit(edit), inner, scene.colour), core_colour_error(scene, target, edit)
 
 
@@ -64,6 +63,7 @@ def main() -> None:
             d = paired_difference([reference[k][m] for k in keys], b)
             cells.append(f"{summarize(b).mean:.3g} ({d.mean:+.3g} [{d.low:+.3g}, {d.high:+.3g}])")
         print(f"| {name} | {len(keys)} | " + " | ".join(cells) + " |")
+
 
 if __name__ == "__main__":
     main()

@@ -32,6 +32,11 @@ def dilate(mask: torch.Tensor, pixels: int) -> torch.Tensor:
     return F.max_pool2d(mask[None, None].float(), 2 * pixels + 1, stride=1, padding=pixels)[0, 0] > 0
 
 
+def without_rim(mask: torch.Tensor) -> torch.Tensor:
+    """The mask less its one-pixel rim, where decoded and anti-aliased edges blend into the background."""
+    return mask & ~dilate(~mask, 1)
+
+
 def object_mask(image: torch.Tensor, background: torch.Tensor) -> torch.Tensor:
     """(H, W) bool: pixels of `image` (3, H, W) farther than OBJECT_THRESHOLD from the true background."""
     return (image - background).norm(dim=0) > OBJECT_THRESHOLD
@@ -61,7 +66,7 @@ def core_colour_error(scene: scenes.Scene, target: str, edit) -> float:
     source_mask = scenes.render(scene, size)[1]
     ideal_mask = scenes.render(scenes.with_shape(scene, target), size)[1]
     core = torch.from_numpy(source_mask & ideal_mask)
-    return colour_error(unit(edit), core & ~dilate(~core, 1), scene.colour)
+    return colour_error(unit(edit), without_rim(core), scene.colour)
 
 
 def measure_edit(scene: scenes.Scene, target: str, edit: torch.Tensor, reconstruction: torch.Tensor | None,
@@ -82,13 +87,12 @@ def measure_edit(scene: scenes.Scene, target: str, edit: torch.Tensor, reconstru
     edited = object_mask(e, bg)
     keep_out = dilate(source_mask | edited, MARGIN)
     (cx, cy), (sx, sy) = centroid(edited), centroid(source_mask)
-    inner = edited & ~dilate(~edited, 1)  # the object without its soft rim
     predicted = scenes.SHAPES[int(classify(classifier, edited[None, None])[0])]
     row = {
         "success": float(predicted == target), "predicted": predicted,
         "centroid_error": math.hypot(cx - sx, cy - sy),
         "size_error": abs(math.sqrt(edited.sum().item() / max(1, int(ideal_mask.sum()))) - 1),
-        "colour_error": colour_error(e, inner, scene.colour),
+        "colour_error": colour_error(e, without_rim(edited), scene.colour),
         "psnr_bg": psnr(x, e, keep_out, mode="exact"), "ssim_bg": ssim(x, e, keep_out, mode="exact"),
         "psnr_ideal": psnr(unit(ideal), e),
     }
