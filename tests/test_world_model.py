@@ -2,6 +2,8 @@
 classifier names held-out masks, the measures score the ideal edit as ideal (and the core colour is not
 fooled by a redrawn background), and the world's commands refuse
 bad input in one line."""
+import shutil
+
 import numpy as np
 import pytest
 import torch
@@ -202,6 +204,19 @@ def test_world_bench_resume_equals_a_fresh_run(command, tmp_path):
     assert a[:2] == first[:2]  # read back, not edited again: even the seconds are the first run's
     numbers = ("success", "colour_error", "centroid_error", "psnr_bg", "psnr_recon", "psnr_ideal")
     assert [[repr(r[k]) for k in numbers] for r in a] == [[repr(r[k]) for k in numbers] for r in b]  # nan == nan
+    # the tables alone resume too (edits.csv and bench.json copied without a PNG, as docs/world/grid-200 keeps
+    # them): nothing is edited again, and the contact sheet says it has nothing to show instead of failing
+    copied = tmp_path / "copied"
+    (copied / "defaults").mkdir(parents=True)
+    for name in ("edits.csv", "bench.json"):
+        shutil.copy(fresh / "defaults" / name, copied / "defaults" / name)
+    for png in (fresh / "defaults").glob("*.png"):
+        png.unlink()
+    code, out, err = command([*base, "--n", "5", "--out", copied, "--resume"])
+    assert code == 0, err
+    assert "5 edits (5 from an earlier run)" in out
+    assert "no contact sheet (the 0 edits with PNGs here; 5 reused edits have none)" in out
+    assert [repr(r) for r in read_csv(copied / "defaults" / "edits.csv")] == [repr(r) for r in b]
     before = (resumed / "defaults" / "edits.csv").read_bytes()
     code, out, err = command([*base, "--n", "5", "--out", resumed, "--resume", "--lambda-xa", "0.2"])
     assert code == 2 and "made with other settings (config.lambda_xa 0.1, now 0.2)" in err

@@ -249,10 +249,16 @@ def main_world_bench(argv: list[str]) -> int:
         markdown.append(f"### {variant.name}\n\n{len(rows)} edits ({reused} from an earlier run), {seconds:.0f} s\n\n"
                         f"{as_markdown(table)}\n")
         keep(rows)
+        # edits reused from an edits.csv copied without its PNGs (docs/world/grid-200 keeps only the tables)
+        # are measured but cannot be shown
+        pictured = [r for r in rows if Path(r["input"]).is_file() and Path(r["edit"]).is_file()]
         sheet = contact_sheet([{k: r[k] for k in ("stem", "input", "edit", "psnr_bg", "colour_error",
-                                                   "centroid_error", "psnr_ideal")} for r in rows],
+                                                   "centroid_error", "psnr_ideal")} for r in pictured],
                               folder / "contact-sheet.png")
-        print(f"wrote {folder / 'edits.csv'}, {sheet}")
+        shown = sheet if len(pictured) == len(rows) else (f"{sheet or 'no contact sheet'} (the {len(pictured)} "
+                                                          f"edits with PNGs here; {len(rows) - len(pictured)} "
+                                                          "reused edits have none)")
+        print(f"wrote {folder / 'edits.csv'}, {shown}")
         write_summary(out, argv, all_rows, markdown)  # after every variant: a long run keeps what it measured
     if len(variants) > 1:
         print(f"\n{ABLATION_TITLE}\n" + as_text(ablation_table(all_rows)))
