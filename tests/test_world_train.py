@@ -54,6 +54,66 @@ def test_resumed_stage_continues_exactly(images, tmp_path, one_thread):
         assert torch.allclose(v, resumed.ema[k], atol=1e-6), k
 
 
+def test_every_config_field_is_a_stage_setting_or_named_as_none():
+    """A field added to TrainConfig must be sorted: into the settings of the stages whose weights it changes (a
+    resume under another value is then refused), or into NOT_SETTINGS."""
+    fields = set(train.TrainConfig.__dataclass_fields__)
+    sorted_ = set(train.NOT_SETTINGS).union(*map(set, train.STAGE_SETTINGS.values()))
+    assert sorted_ == fields, (fields - sorted_, sorted_ - fields)
+    assert set(train.STAGE_SETTINGS["vae"]) < set(train.STAGE_SETTINGS["vae-full"]) < set(train.STAGE_SETTINGS["unet"])
+
+
+def test_a_stage_refuses_a_state_trained_with_other_settings(images, tmp_path, one_thread):
+    """A finished VAE state in --work is kept under the same settings (and under a changed UNet setting, which
+    it does not depend on), and refused, naming the field, under a changed VAE setting: a finished stage would
+    otherwise be kept as it was while the card named the new value."""
+    train.train_vae(config(vae_steps=2, vae_full_steps=0), images, tmp_path, "cpu")
+    _, (kept, _) = train.train_vae(config(vae_steps=2, vae_full_steps=0, unet_lr=1e-4), images, tmp_path, "cpu")
+    assert kept.step == 2 and len(kept.losses) == 2
+    with pytest.raises(ValueError, match=r"vae-state.pt: this vae state was trained with other settings \(vae_kl "
+                                         r"0.0001, now 0.01\)"):
+        train.train_vae(config(vae_steps=2, vae_full_steps=0, vae_kl=1e-2), images, tmp_path, "cpu")
+    # and a longer run of the same settings resumes it: the step count is not a setting
+    _, (longer, _) = train.train_vae(config(vae_steps=3, vae_full_steps=0), images, tmp_path, "cpu")
+    assert longer.step == 3 and longer.losses[:2] == kept.losses
+
+
+def test_latent_cache_belongs_to_its_vae(images, tmp_path, one_thread, monkeypatch):
+    """work/latents.safetensors is read back for the VAE that wrote it, and encoded again for any other."""
+    vae, _ = train.train_vae(config(vae_steps=1, vae_full_steps=0), images, tmp_path, "cpu")
+    mean, logvar = train.encode_dataset(vae, images, tmp_path, "cpu")
+    with monkeypatch.context() as m:
+        m.setattr(vae, "encode", lambda x: pytest.fail("encoded again for the same VAE"))
+        cached = train.encode_dataset(vae, images, tmp_path, "cpu")
+    assert torch.equal(cached[0], mean) and torch.equal(cached[1], logvar)
+    with torch.no_grad():
+        vae.quant_conv.bias[0] += 1.0  # another VAE: its first latent channel moves by 1
+    mean2, _ = train.encode_dataset(vae, images, tmp_path, "cpu")
+    assert torch.allclose(mean2[:, 0], mean[:, 0] + 1, atol=1e-5) and torch.equal(mean2[:, 1:], mean[:, 1:])
+    assert torch.equal(train.encode_dataset(vae, images, tmp_path, "cpu")[0], mean2)  # and the cache is now its
+
+
+def test_train_command_errors_are_one_line(tmp_path, capsys, one_thread):
+    """A --set value of the wrong type, a stage that does not exist, and a state in --work trained with other
+    settings each end the command with one line naming the problem and the way out."""
+    with pytest.raises(SystemExit):
+        train.main(["--set", "unet_steps=many"])
+    assert "--set unet_steps=many: unet_steps takes int values like its default, unet_steps=4000" in \
+        capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        train.main(["--set", "stages=vae,unet,clasifier"])
+    assert "no stage 'clasifier'; the stages are vae,unet,classifier" in capsys.readouterr().err
+    small = ["--work", str(tmp_path / "work"), "--out", str(tmp_path / "out"), "--set", "n_train=16", "size=64",
+             "vae_channels=32,32,32,32", "vae_crop=32", "vae_batch=4", "vae_steps=1", "vae_full_steps=1", "vae_full_batch=2",
+             "stages=vae"]
+    assert train.main(small) == 0
+    capsys.readouterr()
+    assert train.main([*small, "vae_lr=0.01"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "vae_lr 0.001, now 0.01" in err[0] and \
+        "use another --work, or delete vae-state.pt there" in err[0]
+
+
 def test_latent_rescale_is_exact_and_unit_variance(images, tmp_path, one_thread):
     vae, _ = train.train_vae(config(vae_steps=3), images, tmp_path, "cpu")
     x = train.to_tensor(images[:16], "cpu")

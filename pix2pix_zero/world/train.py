@@ -7,7 +7,8 @@ transformers' CLIPTextModel) at small widths; the result is an ordinary single-f
 `load_sd` and `--weights` read like any other. The text encoder is a frozen, seeded random one: SD trains its
 UNet against a frozen text encoder too (pretrained CLIP, which we cannot train here), and a frozen encoder fixes
 the geometry of the embeddings that edit directions are built from before the UNet learns to read them.
-Every stage saves its state to --work and resumes from it; the loss curves go to OUT/loss.png.
+Every stage saves its state to --work and resumes from it under the same settings (others are refused);
+the loss curves go to OUT/loss.png.
 Objectives: VAE, L1 reconstruction + a small KL (Rombach et al., arXiv:2112.10752, sec. 3; no perceptual or GAN
 term); UNet, the eps-prediction loss of DDPM (Ho et al., arXiv:2006.11239, eq. 14) on SD's noise schedule,
 weighted by Min-SNR-gamma (Hang et al., arXiv:2303.09556) (and, optionally, up on the object's latent cells,
@@ -15,14 +16,17 @@ which the world's truth allows), with 10% empty captions so classifier-free guid
 arXiv:2207.12598).
 """
 import argparse
+import hashlib
 import json
 import math
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
@@ -133,9 +137,32 @@ def to_tensor(images: np.ndarray, device) -> torch.Tensor:
     return torch.from_numpy(images).to(device).permute(0, 3, 1, 2).float() / 127.5 - 1
 
 
+# What each stage's weights depend on, by TrainConfig field. A state in --work resumes only under the same
+# values: a finished stage would otherwise be kept as it is, and the card would name settings it never saw. A
+# stage's own step count is not among them: a finished stage may resume to train longer (its learning-rate
+# schedule then stretches from where it stands).
+VAE_SETTINGS = ("seed", "n_train", "size", "warmup", "ema", "vae_channels", "vae_layers", "vae_batch", "vae_crop",
+                "vae_lr", "vae_kl", "vae_init_logvar")
+STAGE_SETTINGS = {
+    "vae": VAE_SETTINGS,
+    "vae-full": (*VAE_SETTINGS, "vae_steps", "vae_full_batch", "vae_full_lr"),  # it starts from the crop phase
+    "unet": (*VAE_SETTINGS, "vae_steps", "vae_full_batch", "vae_full_lr", "vae_full_steps",  # its latents
+             "unet_channels", "unet_layers", "unet_head_dim", "unet_batch", "unet_lr", "unet_min_snr",
+             "unet_object_weight", "uncond_prob", "text_width", "text_layers", "text_token_scale"),
+}
+# Fields no stage's weights depend on (or only its own step count); a test checks every field is in one list.
+NOT_SETTINGS = ("vae_steps", "vae_full_steps", "unet_steps", "classifier_steps", "save_every", "stages")
+
+
+def stage_settings(config: "TrainConfig", name: str) -> dict:
+    """{field: value} of the TrainConfig fields that stage `name` depends on, as JSON values (tuples as lists)."""
+    return json.loads(json.dumps({k: getattr(config, k) for k in STAGE_SETTINGS[name]}))
+
+
 class Stage:
     """One model's training state, saved to and resumed from `work/NAME-state.pt` (tensors only): the model,
-    AdamW, the data generator, the EMA weights, the losses; one `update` per step, then `finish`."""
+    AdamW, the data generator, the EMA weights, the losses, the settings it was trained with (a resume under
+    others is refused); one `update` per step, then `finish`."""
 
     def __init__(self, name: str, work: Path, model: torch.nn.Module, lr: float, seed: int, steps: int,
                  config: "TrainConfig"):
@@ -145,8 +172,15 @@ class Stage:
         self.generator = torch.Generator().manual_seed(seed)
         self.ema = {k: v.detach().clone() for k, v in model.state_dict().items()}
         self.step, self.losses, self.seconds = 0, [], 0.0
+        self.settings = stage_settings(config, name)
         if self.path.is_file():
             state = torch.load(self.path, weights_only=True, map_location="cpu")
+            before = json.loads(state["settings"]) if "settings" in state else self.settings  # older states: unchecked
+            differ = [k for k in self.settings if before.get(k) != self.settings[k]]
+            if differ:
+                raise ValueError(f"{self.path}: this {name} state was trained with other settings (" + ", ".join(
+                    f"{k} {before.get(k)!r}, now {self.settings[k]!r}" for k in differ) + "); use another --work, "
+                    f"or delete {self.path.name} there to train the stage again")
             model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
             self.generator.set_state(state["generator"])
@@ -184,7 +218,7 @@ class Stage:
     def save(self) -> None:
         state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                  "generator": self.generator.get_state(), "ema": self.ema, "step": self.step,
-                 "losses": torch.tensor(self.losses), "seconds": self.seconds}
+                 "losses": torch.tensor(self.losses), "seconds": self.seconds, "settings": json.dumps(self.settings)}
         with atomic_path(self.path) as tmp:
             torch.save(state, tmp)
 
@@ -244,13 +278,27 @@ def scale_latents(vae: AutoencoderKL, images: np.ndarray, device, n: int = 512) 
     return k
 
 
+def weights_digest(model: torch.nn.Module) -> str:
+    """SHA-256 of a model's weights (names, dtypes, shapes and bytes): what a cache made with it is valid for."""
+    h = hashlib.sha256()
+    for name, v in model.state_dict().items():
+        h.update(f"{name} {v.dtype} {tuple(v.shape)}".encode())
+        h.update(v.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
 @torch.no_grad()
 def encode_dataset(vae: AutoencoderKL, images: np.ndarray, work: Path, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Posterior (mean, logvar) of every training image, (n, 4, h, w) each, cached in work/latents.safetensors."""
-    path = work / "latents.safetensors"
+    """Posterior (mean, logvar) of every training image, (n, 4, h, w) each, cached in work/latents.safetensors
+    with the digest of the VAE that encoded them: latents of another VAE (or other images) are encoded again."""
+    path, digest = work / "latents.safetensors", weights_digest(vae)
     if path.is_file():
+        with safe_open(path, "pt") as f:
+            made_by = (f.metadata() or {}).get("vae")
         t = load_file(path)
-        return t["mean"], t["logvar"]
+        if made_by == digest and len(t["mean"]) == len(images):
+            return t["mean"], t["logvar"]
+        print(f"{path}: made by another VAE or for other images; encoding again")
     means, logvars = [], []
     for i in tqdm(range(0, len(images), 64), desc="encode", mininterval=5):
         mean, logvar = vae.encode(to_tensor(images[i:i + 64], device))
@@ -258,7 +306,7 @@ def encode_dataset(vae: AutoencoderKL, images: np.ndarray, work: Path, device) -
         logvars.append(logvar.cpu())
     mean, logvar = torch.cat(means), torch.cat(logvars)
     with atomic_path(path) as tmp:
-        save_file({"mean": mean.contiguous(), "logvar": logvar.contiguous()}, tmp)
+        save_file({"mean": mean.contiguous(), "logvar": logvar.contiguous()}, tmp, metadata={"vae": digest})
     return mean, logvar
 
 
@@ -439,11 +487,29 @@ def main(argv: list[str] | None = None) -> int:
         if name not in TrainConfig.__dataclass_fields__:
             p.error(f"--set {item}: TrainConfig has no field {name!r}")
         default = getattr(config, name)
-        parsed = tuple(type(default[0])(v) for v in value.split(",")) if isinstance(default, tuple) else \
-            type(default)(value)
-        setattr(config, name, parsed)
+        kind, example = (type(default[0]), ",".join(map(str, default))) if isinstance(default, tuple) else \
+            (type(default), default)
+        try:
+            setattr(config, name, tuple(map(kind, value.split(","))) if isinstance(default, tuple) else kind(value))
+        except ValueError:
+            p.error(f"--set {item}: {name} takes {kind.__name__} values like its default, {name}={example}")
+    unknown = [s for s in config.stages if s not in TrainConfig.stages]
+    if unknown:
+        p.error(f"--set stages={','.join(config.stages)}: no stage {unknown[0]!r}; the stages are "
+                f"{','.join(TrainConfig.stages)}")
     device = torch.device(a.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    out, work = Path(a.out), Path(a.work)
+    try:
+        report = train_all(config, Path(a.out), Path(a.work), device)
+    except (ValueError, OSError) as e:  # a state trained with other settings, an unwritable folder: one line
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps({k: v for k, v in report.items() if k != "config"}, indent=2))
+    return 0
+
+
+def train_all(config: TrainConfig, out: Path, work: Path, device) -> dict:
+    """The stages config.stages names, resumed from `work`; the checkpoint, classifier, loss curves, card and
+    training.json written to `out`. Returns the training report."""
     out.mkdir(parents=True, exist_ok=True)
     work.mkdir(parents=True, exist_ok=True)
     (work / "config.json").write_text(json.dumps(asdict(config), indent=2))
@@ -480,8 +546,7 @@ def main(argv: list[str] | None = None) -> int:
     write_card(report, out)
     with atomic_path(out / "training.json") as tmp:
         tmp.write_text(json.dumps(report, indent=2))
-    print(json.dumps({k: v for k, v in report.items() if k != "config"}, indent=2))
-    return 0
+    return report
 
 
 if __name__ == "__main__":
