@@ -290,7 +290,8 @@ def weights_digest(model: torch.nn.Module) -> str:
 @torch.no_grad()
 def encode_dataset(vae: AutoencoderKL, images: np.ndarray, work: Path, device) -> tuple[torch.Tensor, torch.Tensor]:
     """Posterior (mean, logvar) of every training image, (n, 4, h, w) each, cached in work/latents.safetensors
-    with the digest of the VAE that encoded them: latents of another VAE (or other images) are encoded again."""
+    with the digest of the VAE that encoded them: for another VAE (or another number of images) they are encoded
+    again."""
     path, digest = work / "latents.safetensors", weights_digest(vae)
     if path.is_file():
         with safe_open(path, "pt") as f:
