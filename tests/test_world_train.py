@@ -104,8 +104,8 @@ def test_train_command_errors_are_one_line(tmp_path, capsys, one_thread):
         train.main(["--set", "stages=vae,unet,clasifier"])
     assert "no stage 'clasifier'; the stages are vae,unet,classifier" in capsys.readouterr().err
     small = ["--work", str(tmp_path / "work"), "--out", str(tmp_path / "out"), "--set", "n_train=16", "size=64",
-             "vae_channels=32,32,32,32", "vae_crop=32", "vae_batch=4", "vae_steps=1", "vae_full_steps=1", "vae_full_batch=2",
-             "stages=vae"]
+             "vae_channels=32,32,32,32", "vae_crop=32", "vae_batch=4", "vae_steps=1", "vae_full_steps=1",
+             "vae_full_batch=2", "stages=vae"]
     assert train.main(small) == 0
     capsys.readouterr()
     assert train.main([*small, "vae_lr=0.01"]) == 2
