@@ -41,16 +41,12 @@ def main() -> int:
     sd = load_sd(str(CHECKPOINT), "cpu", torch.float32)
     images = train.render_dataset(config, work)
     latents = train.encode_dataset(sd.vae, images, work, "cpu")
-    state = work / "unet-state.pt"
-    if not state.is_file():  # step 0 of the restart: the shipped weights, as model and as EMA
-        weights = {k: v.float() for k, v in sd.unet.state_dict().items()}
+    if not (work / "unet-state.pt").is_file():  # step 0 of the restart: the shipped weights, as model and as EMA
         unet = train.UNet(config.unet_config())
-        unet.load_state_dict(weights)
-        optimizer = torch.optim.AdamW(unet.parameters(), lr=a.lr, weight_decay=0.0)  # as train.Stage's
-        torch.save({"model": weights, "optimizer": optimizer.state_dict(),
-                    "generator": torch.Generator().manual_seed(config.seed + 1003).get_state(),
-                    "ema": {k: v.clone() for k, v in weights.items()}, "step": 0, "losses": torch.tensor([]),
-                    "seconds": 0.0, "settings": json.dumps(train.stage_settings(config, "unet"))}, state)
+        unet.load_state_dict({k: v.float() for k, v in sd.unet.state_dict().items()})
+        start = train.Stage("unet", work, unet, a.lr, config.seed + 1003, stop, config)
+        start.save()
+        start.bar.close()
     # the schedule of --steps while the loop stops at --stop: Stage.update reads train.learning_rate
     schedule = train.learning_rate
     train.learning_rate = lambda step, steps, peak, warmup: schedule(step, a.steps, peak, warmup)

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from tqdm import tqdm
 
 from ..loading.clip_text import load_tokenizer, new_text_encoder
@@ -295,10 +295,8 @@ def encode_dataset(vae: AutoencoderKL, images: np.ndarray, work: Path, device) -
     path, digest = work / "latents.safetensors", weights_digest(vae)
     if path.is_file():
         with safe_open(path, "pt") as f:
-            made_by = (f.metadata() or {}).get("vae")
-        t = load_file(path)
-        if made_by == digest and len(t["mean"]) == len(images):
-            return t["mean"], t["logvar"]
+            if (f.metadata() or {}).get("vae") == digest and f.get_slice("mean").get_shape()[0] == len(images):
+                return f.get_tensor("mean"), f.get_tensor("logvar")
         print(f"{path}: made by another VAE or for other images; encoding again")
     means, logvars = [], []
     for i in tqdm(range(0, len(images), 64), desc="encode", mininterval=5):
