@@ -1,6 +1,7 @@
 """Tests for pix2pix_zero.world.train: a few steps lower each loss, a resumed stage continues exactly, the latent
 rescaling is exact and unit-variance, and the written checkpoint is an ordinary SD file that load_sd reads."""
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -112,6 +113,39 @@ def test_train_command_errors_are_one_line(tmp_path, capsys, one_thread):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and "vae_lr 0.001, now 0.01" in err[0] and \
         "use another --work, or delete vae-state.pt there" in err[0]
+
+
+def test_a_variant_of_the_recipe_may_not_replace_the_shipped_model(capsys, monkeypatch, one_thread):
+    """--set without --out would have written a variant over weights/world; it is refused before anything runs,
+    naming the changed fields as --set spells them (save_every changes no weights and is allowed)."""
+    monkeypatch.setattr(train, "train_all", lambda *a: pytest.fail("a variant was trained into weights/world"))
+    before = {p.name: p.stat().st_mtime_ns for p in train.SHIPPED.parent.iterdir()}
+    for argv, named in ((["--set", "unet_min_snr=0", "vae_channels=32,32,32,32"],
+                         "--set vae_channels=32,32,32,32 unet_min_snr=0.0 makes another"),
+                        (["--out", str(train.SHIPPED.parent), "--set", "stages=classifier", "save_every=10"],
+                         "--set stages=classifier makes another")):
+        with pytest.raises(SystemExit):
+            train.main(argv)
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert "holds the shipped model" in err and named in err and "name its own --out" in err
+    assert {p.name: p.stat().st_mtime_ns for p in train.SHIPPED.parent.iterdir()} == before
+
+
+def test_a_stage_without_steps_writes_strict_json(tmp_path, capsys, one_thread):
+    """A VAE stage of 0 steps has no final loss: training.json says null (it said NaN, which is not JSON) and the
+    card says no step was taken; a crop phase alone gives the VAE its final loss."""
+    small = ["--work", str(tmp_path / "work"), "--out", str(tmp_path / "out"), "--set", "n_train=16", "size=64",
+             "vae_channels=32,32,32,32", "vae_crop=32", "vae_batch=4", "vae_full_batch=2", "stages=vae"]
+    strict = dict(parse_constant=lambda name: pytest.fail(f"training.json holds {name}"))
+    assert train.main([*small, "vae_steps=0", "vae_full_steps=0"]) == 0
+    report = json.loads((tmp_path / "out" / "training.json").read_text(), **strict)
+    assert report["vae"]["final_loss"] is None and report["vae"]["crop_phase"]["final_loss"] is None
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert "| vae result | 0 steps, 0.0 min of steps, no step taken |" in card and "nan" not in card
+    assert train.main([*small[:1], str(tmp_path / "work2"), *small[2:], "vae_steps=2", "vae_full_steps=0"]) == 0
+    report = json.loads((tmp_path / "out" / "training.json").read_text(), **strict)
+    assert report["vae"]["final_loss"] == report["vae"]["crop_phase"]["final_loss"] > 0
+    capsys.readouterr()
 
 
 def test_latent_rescale_is_exact_and_unit_variance(images, tmp_path, one_thread):

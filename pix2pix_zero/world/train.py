@@ -459,8 +459,9 @@ def write_card(report: dict, out: Path) -> Path:
             extra = f", held-out accuracy {r['held_out_accuracy']:.1%}" if "held_out_accuracy" in r else ""
             seconds = f", {r['seconds'] / 60:.1f} min of steps" if "seconds" in r else ""
             last = 50 if stage == "classifier" else 100
-            lines.append(f"| {stage} result | {r['steps']} steps{seconds}, final loss {r['final_loss']:.4g}"
-                         f" (mean of the last {last}){extra} |")
+            loss = "no step taken" if r["final_loss"] is None else \
+                f"final loss {r['final_loss']:.4g} (mean of the last {last})"
+            lines.append(f"| {stage} result | {r['steps']} steps{seconds}, {loss}{extra} |")
     steps_minutes = sum(report[k]["seconds"] for k in ("vae", "unet") if k in report) / 60
     lines += [f"| time | {steps_minutes:.1f} min of VAE and UNet steps on {report['device']} ({report['threads']} "
               f"threads), torch {report['torch']}, plus rendering, encoding and the classifier; this invocation "
@@ -475,7 +476,8 @@ def write_card(report: dict, out: Path) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m pix2pix_zero.world.train", description=__doc__.split("\n")[0])
-    p.add_argument("--out", default="weights/world", help="where the checkpoint, classifier and loss curve go")
+    p.add_argument("--out", default=str(SHIPPED.parent), help="where the checkpoint, classifier, loss curves and "
+                   "card go (default: weights/world, the shipped model: only the recipe's defaults may go there)")
     p.add_argument("--work", default="runs/world", help="training states (resume from here) and cached data")
     p.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     p.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE", help="change a TrainConfig field")
@@ -496,6 +498,12 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         p.error(f"--set stages={','.join(config.stages)}: no stage {unknown[0]!r}; the stages are "
                 f"{','.join(TrainConfig.stages)}")
+    as_set = lambda v: ",".join(map(str, v)) if isinstance(v, tuple) else str(v)  # as --set spells it
+    changed = [f"{k}={as_set(v)}" for k, v in asdict(config).items()
+               if k != "save_every" and v != getattr(TrainConfig(), k)]
+    if changed and Path(a.out).resolve() == SHIPPED.parent:
+        p.error(f"--out {a.out} holds the shipped model, made by the recipe's defaults; --set {' '.join(changed)} "
+                "makes another: name its own --out (and --work), e.g. --out runs/variant --work runs/variant")
     device = torch.device(a.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     try:
         report = train_all(config, Path(a.out), Path(a.work), device)
@@ -511,7 +519,8 @@ def train_all(config: TrainConfig, out: Path, work: Path, device) -> dict:
     training.json written to `out`. Returns the training report."""
     out.mkdir(parents=True, exist_ok=True)
     work.mkdir(parents=True, exist_ok=True)
-    (work / "config.json").write_text(json.dumps(asdict(config), indent=2))
+    with atomic_path(work / "config.json") as tmp:
+        tmp.write_text(json.dumps(asdict(config), indent=2))
     started = time.time()
     images = render_dataset(config, work)
     report = {"config": asdict(config), "device": str(device), "torch": torch.__version__,
@@ -522,15 +531,15 @@ def train_all(config: TrainConfig, out: Path, work: Path, device) -> dict:
         report["latent_rescale"] = scale_latents(vae, images, device)
         curves["VAE (L1 + KL)"] = crops.losses + full.losses
         report["vae"] = {"steps": crops.step + full.step, "seconds": round(crops.seconds + full.seconds),
-                         "final_loss": float(np.mean(full.losses[-100:])),
-                         "crop_phase": {"steps": crops.step, "final_loss": float(np.mean(crops.losses[-100:]))}}
+                         "final_loss": final_loss(full.losses or crops.losses, 100),  # the last phase run
+                         "crop_phase": {"steps": crops.step, "final_loss": final_loss(crops.losses, 100)}}
         text_encoder, tokenizer = frozen_text_encoder(config, device), load_tokenizer()
         if "unet" in config.stages:
             latents = encode_dataset(vae, images, work, device)
             unet, unet_stage = train_unet(config, latents, text_encoder, tokenizer, work, device)
             curves["UNet (eps MSE)"] = unet_stage.losses
             report["unet"] = {"steps": unet_stage.step, "seconds": round(unet_stage.seconds),
-                              "final_loss": float(np.mean(unet_stage.losses[-100:]))}
+                              "final_loss": final_loss(unet_stage.losses, 100)}
             write_checkpoint(out / CHECKPOINT, config, unet, vae, text_encoder,
                              {"world": {"config": asdict(config), "trained_with": "python -m pix2pix_zero.world.train"}})
             print(f"wrote {out / CHECKPOINT}")
@@ -539,13 +548,18 @@ def train_all(config: TrainConfig, out: Path, work: Path, device) -> dict:
         classifier.save(model, out / classifier.FILE)
         curves["shape classifier (cross-entropy)"] = losses
         report["classifier"] = {"steps": len(losses), "held_out_accuracy": accuracy,
-                                "final_loss": float(np.mean(losses[-50:]))}
+                                "final_loss": final_loss(losses, 50)}
     report["wall_seconds"] = round(time.time() - started)
     plot_losses(curves, out / "loss.png")
     write_card(report, out)
     with atomic_path(out / "training.json") as tmp:
-        tmp.write_text(json.dumps(report, indent=2))
+        tmp.write_text(json.dumps(report, indent=2, allow_nan=False))  # strict JSON: no NaN
     return report
+
+
+def final_loss(losses: list[float], last: int) -> float | None:
+    """The mean of the last `last` losses; None for a stage that took no step (not NaN, which JSON lacks)."""
+    return float(np.mean(losses[-last:])) if losses else None
 
 
 if __name__ == "__main__":
