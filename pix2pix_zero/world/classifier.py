@@ -106,8 +106,10 @@ def load(path: str | Path, device="cpu") -> ShapeClassifier:
     """The shipped classifier; a missing file names the command that trains it."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no shape classifier here; train one with "
-                                f"`python -m pix2pix_zero.world.train --set stages=classifier`")
+        raise FileNotFoundError(f"{path}: no shape classifier here; the repository ships one in weights/world/ "
+                                "(`git checkout weights/world`), or train one with `python -m "
+                                "pix2pix_zero.world.train --set stages=classifier --out DIR` and pass --classifier "
+                                f"DIR/{FILE}")
     model = ShapeClassifier()
     model.load_state_dict(load_file(path), strict=True)
     return model.to(device).eval()

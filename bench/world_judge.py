@@ -1,0 +1,240 @@
+"""Is the world's shape judge right? The shipped classifier against a geometric judge and against the eye.
+
+  python bench/world_judge.py [--out outputs/world-grid-200] [--variants defaults ...] [--blind 12]
+                              [--labels docs/world/judge/labels-by-eye.csv]
+
+world-bench's success is the shipped CNN's forced choice among the world's four shapes for the edited object's
+mask: it has no "none of these", so a lumpy blob gets the name of whichever shape it is least unlike. The second
+judge fits each shape to the same mask: the shape's outline placed at the mask's centroid, its circumradius
+chosen so its area equals the mask's, its rotation searched over a 3 degree grid, scored by IoU with the mask;
+it names the best-fitting shape. It learns nothing, but it reads the outline strictly (a star with rounded tips
+fits a star less well than the real thing) and has no "none" either. Both judges are first read on the truth
+(held-out renders, and the same scenes through the shipped VAE, which no edit can beat), then on every saved
+edit (the PNGs of a world-bench folder): success by each, by both, their agreement, and the classifier's
+probability of the target when it names it. Then a blind sample of the first variant's edits (--blind a task,
+seeded) is drawn as a sheet with no verdict on it, to be labelled by eye (the shape seen, or none); --labels
+reads those labels back and sets both judges against them. A second sheet shows, per task, edits that only
+the classifier, only the fit, and both call the target.
+"""
+import argparse
+import csv
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+from pix2pix_zero import load_sd
+from pix2pix_zero.editing import decode_latents
+from pix2pix_zero.inversion import encode_image
+from pix2pix_zero.tools.evaluation.stats import summarize
+from pix2pix_zero.tools.files import atomic_path
+from pix2pix_zero.world import CHECKPOINT, WORLD_DIR, classifier, scenes
+from pix2pix_zero.world.bench import held_out_scene, parse_task, to_model
+from pix2pix_zero.world.commands import read_csv
+from pix2pix_zero.world.measure import object_mask, unit
+
+SYMMETRY = {"circle": 0.0, "square": math.pi / 2, "triangle": 2 * math.pi / 3, "star": 2 * math.pi / 5}
+STEP = math.radians(3)
+
+
+def area_factor(shape: str) -> float:
+    """Area / circumradius^2 of a world shape: pi, 2, 3 sqrt(3) / 4, and the star's 10-gon (inner radius 0.45)."""
+    vertices = scenes.polygon(scenes.Scene(shape, "red", "plain", ("white", "black"), 0, 0, 1, 0, 0.1, 0, 0))
+    if vertices is None:
+        return math.pi
+    x, y = vertices.T
+    return 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))  # the shoelace formula
+
+
+def shape_fit(mask: np.ndarray) -> dict[str, float]:
+    """{shape: best IoU of that shape with `mask` (H, W) bool}: centred on the mask's centroid, of the mask's
+    area, at the best rotation on a 3 degree grid over the shape's symmetry period. 0 for an empty mask."""
+    size = mask.shape[0]
+    ys, xs = np.nonzero(mask)
+    if len(xs) == 0:
+        return {shape: 0.0 for shape in scenes.SHAPES}
+    centres = (np.arange(size) + 0.5) / size
+    x, y = np.meshgrid(centres, centres)
+    cx, cy = (xs.mean() + 0.5) / size, (ys.mean() + 0.5) / size
+    fits = {}
+    for shape in scenes.SHAPES:
+        radius = math.sqrt(len(xs) / size**2 / area_factor(shape))
+        base = scenes.Scene(shape, "red", "plain", ("white", "black"), cx, cy, radius, 0.0, 0.1, 0.0, 0)
+        best = 0.0
+        for rotation in np.arange(0, SYMMETRY[shape], STEP) if SYMMETRY[shape] else [0.0]:
+            fitted = scenes.inside(replace(base, rotation=float(rotation)), x, y)
+            best = max(best, (fitted & mask).sum() / (fitted | mask).sum())
+        fits[shape] = float(best)
+    return fits
+
+
+def judge(judge_cnn, masks: list[np.ndarray]) -> tuple[list[str], list[dict[str, float]], list[dict[str, float]]]:
+    """(the classifier's names, its probabilities, the fits) for masks (H, W) bool."""
+    x = torch.from_numpy(np.stack(masks))[:, None].float()
+    with torch.no_grad():
+        probabilities = judge_cnn(x).softmax(-1)
+    named = [scenes.SHAPES[i] for i in probabilities.argmax(-1)]
+    as_dict = [dict(zip(scenes.SHAPES, p.tolist())) for p in probabilities]
+    return named, as_dict, [shape_fit(m) for m in masks]
+
+
+def on_the_truth(judge_cnn, n: int) -> None:
+    """Both judges on held-out renders and on the same scenes after the shipped VAE's round trip."""
+    sd = load_sd(CHECKPOINT, "cpu", torch.float32)
+    print("| shape | classifier, renders | fit, renders | classifier, VAE round trip | fit, VAE round trip |\n"
+          "|---|---|---|---|---|")
+    for shape in scenes.SHAPES:
+        chosen = [held_out_scene(shape, k) for k in range(n)]
+        rendered = [scenes.render(s) for s in chosen]
+        with torch.no_grad():
+            decoded = decode_latents(sd, encode_image(sd, torch.cat([to_model(r[0]) for r in rendered])))
+        cells = []
+        for masks in ([r[1] for r in rendered],
+                      [object_mask(unit(decoded[i]), unit(r[2])).numpy() for i, r in enumerate(rendered)]):
+            named, _, fits = judge(judge_cnn, masks)
+            cells += [f"{100 * np.mean([m == shape for m in named]):.0f}%",
+                      f"{100 * np.mean([max(f, key=f.get) == shape for f in fits]):.0f}%"]
+        print(f"| {shape} | " + " | ".join(cells) + " |", flush=True)
+
+
+def on_edits(judge_cnn, folder: Path) -> list[dict]:
+    rows = sorted(read_csv(folder / "edits.csv"), key=lambda r: (r["task"], r["seed"]))
+    masks = []
+    for r in rows:
+        scene = scenes.sample_scene(r["seed"], shape=parse_task(r["task"])[0])
+        edit = np.array(Image.open(r["edit"]).convert("RGB"))
+        masks.append(object_mask(unit(edit), unit(scenes.render(scene)[2])).numpy())
+    named, probabilities, fits = judge(judge_cnn, masks)
+    for r, name, p, f in zip(rows, named, probabilities, fits):
+        r |= {"target": parse_task(r["task"])[1], "from_png": name, "p_target": p[parse_task(r["task"])[1]],
+              "fit": max(f, key=f.get), "fit_iou": f}
+    changed = sum(r["from_png"] != r["predicted"] for r in rows)
+    print(f"\n{folder.name}: the classifier re-run on the 8-bit PNGs names another shape than edits.csv for "
+          f"{changed} of {len(rows)} (rounding moves a pixel across the object threshold); below, the PNGs'")
+    return rows
+
+
+def summary(rows: list[dict], label: str) -> None:
+    by_task = {}
+    for r in rows:
+        by_task.setdefault(r["task"], []).append(r)
+    print(f"\n{label}: {len(rows)} edits, success % [95% bootstrap interval] by each judge\n\n| task | "
+          "classifier, edits.csv (world-bench) | classifier, PNG | fit, PNG | both, PNG | judges agree | "
+          "classifier's p(target) when it names the target, median [10th percentile] |\n|---|---|---|---|---|---|---|")
+    for task, chosen in {**by_task, "all": rows}.items():
+        cells = []
+        for hit in (lambda r: r["predicted"] == r["target"], lambda r: r["from_png"] == r["target"],
+                    lambda r: r["fit"] == r["target"],
+                    lambda r: r["from_png"] == r["target"] == r["fit"], lambda r: r["from_png"] == r["fit"]):
+            m = summarize([100.0 * hit(r) for r in chosen])
+            cells.append(f"{m.mean:.1f} [{m.low:.1f}, {m.high:.1f}]")
+        p = [r["p_target"] for r in chosen if r["from_png"] == r["target"]]
+        cells.append(f"{np.median(p):.2f} [{np.percentile(p, 10):.2f}]" if p else "-")
+        print(f"| {task} | " + " | ".join(cells) + " |")
+
+
+def judges_sheet(rows: list[dict], path: Path, per_row: int = 10, tile: int = 96) -> None:
+    """For each task, three rows of edits: those only the classifier calls the target, those only the fit does,
+    and those both do (the first `per_row` of each, by scene)."""
+    kinds = {"classifier only": lambda r: r["from_png"] == r["target"] != r["fit"],
+             "fit only": lambda r: r["fit"] == r["target"] != r["from_png"],
+             "both": lambda r: r["from_png"] == r["target"] == r["fit"]}
+    tasks = sorted({r["task"] for r in rows})
+    label = 26
+    sheet = Image.new("RGB", (per_row * tile, len(tasks) * len(kinds) * (tile + label)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for i, (task, (kind, hit)) in enumerate((t, k) for t in tasks for k in kinds.items()):
+        chosen = [r for r in rows if r["task"] == task and hit(r)]
+        y = i * (tile + label)
+        for col, r in enumerate(chosen[:per_row]):
+            x = col * tile
+            sheet.paste(Image.open(r["edit"]).convert("RGB").resize((tile, tile)), (x, y + label))
+            draw.text((x + 2, y + 1), f"{task[:3]}>{r['target'][:3]} {r['seed'] - scenes.HELD_OUT}", fill="black")
+            draw.text((x + 2, y + 13), f"cnn {r['from_png'][:3]} {r['p_target']:.2f} fit {r['fit'][:3]}",
+                      fill="black")
+        if not chosen:
+            draw.text((4, y + label + 4), f"{task}, {kind}: none", fill="black")
+    with atomic_path(path) as tmp:
+        sheet.save(tmp, format="PNG")
+    print(f"\nwrote {path}: for each task, the edits only the classifier calls the target, only the fit, both")
+
+
+def blind_sample(rows: list[dict], per_task: int) -> list[dict]:
+    """`per_task` edits of each task drawn by a seeded generator, in a fixed order: what is labelled by eye."""
+    rng = np.random.default_rng(0)
+    tasks = sorted({r["task"] for r in rows})
+    return [r for t in tasks for r in rng.choice([r for r in rows if r["task"] == t], per_task, replace=False)]
+
+
+def blind_sheet(sample: list[dict], path: Path, columns: int = 8, tile: int = 128) -> None:
+    """The sample with its number, task and scene only (no judge's verdict): for labelling by eye."""
+    label, rows = 14, math.ceil(len(sample) / columns)
+    sheet = Image.new("RGB", (columns * tile, rows * (tile + label)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for i, r in enumerate(sample):
+        x, y = i % columns * tile, i // columns * (tile + label)
+        sheet.paste(Image.open(r["edit"]).convert("RGB").resize((tile, tile)), (x, y + label))
+        draw.text((x + 2, y + 1), f"{i + 1}. {r['task']} {r['seed'] - scenes.HELD_OUT}", fill="black")
+    with atomic_path(path) as tmp:
+        sheet.save(tmp, format="PNG")
+    print(f"\nwrote {path}: {len(sample)} edits to label by eye, blind to both judges")
+
+
+def by_eye(sample: list[dict], labels: Path) -> None:
+    """The judges against labels by eye (a CSV: task, seed, eye = the shape seen, or none for a blob that is no
+    world shape) on the blind sample."""
+    with open(labels, newline="") as f:
+        eye = {(r["task"], int(r["seed"])): r["eye"] for r in csv.DictReader(f)}
+    missing = [f"{r['task']} {r['seed']}" for r in sample if (r["task"], r["seed"]) not in eye]
+    if missing:
+        raise ValueError(f"{labels}: no label for {len(missing)} edits of the sample, e.g. {missing[0]}")
+    print(f"\nBy eye ({labels}), {len(sample)} edits: success % [95% bootstrap interval]; then, of the edits each "
+          "judge calls a success, the share the eye calls the target\n\n| task | eye | classifier | fit | "
+          "classifier's successes right by eye | fit's successes right by eye | what the eye saw |\n"
+          "|---|---|---|---|---|---|---|")
+    tasks = sorted({r["task"] for r in sample})
+    for task in [*tasks, "all"]:
+        chosen = [r for r in sample if task in (r["task"], "all")]
+        seen = [eye[r["task"], r["seed"]] for r in chosen]
+        cells = []
+        for hit in (lambda r, e: e == r["target"], lambda r, e: r["from_png"] == r["target"],
+                    lambda r, e: r["fit"] == r["target"]):
+            m = summarize([100.0 * hit(r, e) for r, e in zip(chosen, seen)])
+            cells.append(f"{m.mean:.0f} [{m.low:.0f}, {m.high:.0f}]")
+        for judged in ("from_png", "fit"):
+            right = [e == r["target"] for r, e in zip(chosen, seen) if r[judged] == r["target"]]
+            cells.append(f"{sum(right)} of {len(right)}")
+        counts = {name: seen.count(name) for name in [*scenes.SHAPES, "none"] if seen.count(name)}
+        cells.append(", ".join(f"{name} {n}" for name, n in counts.items()))
+        print(f"| {task} | " + " | ".join(cells) + " |")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", default="outputs/world-grid-200", help="a world-bench --out (its folders' PNGs)")
+    p.add_argument("--variants", nargs="*", default=["defaults"], help="folder names under --out")
+    p.add_argument("--n", type=int, default=32, help="held-out scenes a shape for the judges on the truth")
+    p.add_argument("--sheet", default="outputs/world-judge.png", help="per task, the edits each judge and both "
+                   "call the target, of the first variant")
+    p.add_argument("--blind", type=int, default=12, help="edits a task of the first variant to label by eye")
+    p.add_argument("--labels", help="the labels by eye of the blind sample (CSV: task, seed, eye)")
+    a = p.parse_args()
+    judge_cnn = classifier.load(WORLD_DIR / classifier.FILE)
+    print(f"Both judges on the truth, {a.n} held-out scenes a shape (named right):\n")
+    on_the_truth(judge_cnn, a.n)
+    for i, name in enumerate(a.variants):
+        rows = on_edits(judge_cnn, Path(a.out) / name)
+        summary(rows, name)
+        if i == 0:
+            judges_sheet(rows, Path(a.sheet))
+            sample = blind_sample(rows, a.blind)
+            blind_sheet(sample, Path(a.sheet).with_name(Path(a.sheet).stem + "-blind.png"))
+            if a.labels:
+                by_eye(sample, Path(a.labels))
+
+
+if __name__ == "__main__":
+    main()
