@@ -19,7 +19,6 @@ the classifier, only the fit, and both call the target.
 import argparse
 import csv
 import math
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -34,42 +33,7 @@ from pix2pix_zero.tools.files import atomic_path
 from pix2pix_zero.world import CHECKPOINT, WORLD_DIR, classifier, scenes
 from pix2pix_zero.world.bench import held_out_scene, parse_task, to_model
 from pix2pix_zero.world.commands import read_csv
-from pix2pix_zero.world.measure import object_mask, unit
-
-SYMMETRY = {"circle": 0.0, "square": math.pi / 2, "triangle": 2 * math.pi / 3, "star": 2 * math.pi / 5}
-STEP = math.radians(3)
-
-
-def area_factor(shape: str) -> float:
-    """Area / circumradius^2 of a world shape: pi, 2, 3 sqrt(3) / 4, and the star's 10-gon (inner radius 0.45)."""
-    vertices = scenes.polygon(scenes.Scene(shape, "red", "plain", ("white", "black"), 0, 0, 1, 0, 0.1, 0, 0))
-    if vertices is None:
-        return math.pi
-    x, y = vertices.T
-    return 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))  # the shoelace formula
-
-
-def shape_fit(mask: np.ndarray) -> dict[str, float]:
-    """{shape: best IoU of that shape with `mask` (H, W) bool}: centred on the mask's centroid, of the mask's
-    area, at the best rotation on a 3 degree grid over the shape's symmetry period. 0 for an empty mask."""
-    size = mask.shape[0]
-    ys, xs = np.nonzero(mask)
-    if len(xs) == 0:
-        return {shape: 0.0 for shape in scenes.SHAPES}
-    centres = (np.arange(size) + 0.5) / size
-    x, y = np.meshgrid(centres, centres)
-    cx, cy = (xs.mean() + 0.5) / size, (ys.mean() + 0.5) / size
-    fits = {}
-    for shape in scenes.SHAPES:
-        radius = math.sqrt(len(xs) / size**2 / area_factor(shape))
-        base = scenes.Scene(shape, "red", "plain", ("white", "black"), cx, cy, radius, 0.0, 0.1, 0.0, 0)
-        best = 0.0
-        for rotation in np.arange(0, SYMMETRY[shape], STEP) if SYMMETRY[shape] else [0.0]:
-            fitted = scenes.inside(replace(base, rotation=float(rotation)), x, y)
-            best = max(best, (fitted & mask).sum() / (fitted | mask).sum())
-        fits[shape] = float(best)
-    return fits
-
+from pix2pix_zero.world.measure import object_mask, shape_fit, unit
 
 def judge(judge_cnn, masks: list[np.ndarray]) -> tuple[list[str], list[dict[str, float]], list[dict[str, float]]]:
     """(the classifier's names, its probabilities, the fits) for masks (H, W) bool."""

@@ -7,6 +7,7 @@ compared with the input outside both objects; the shipped classifier names the s
 Images are uint8 (H, W, 3) as the renderer makes them, or float (3, H, W) in [-1, 1] as the models do.
 """
 import math
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -55,6 +56,34 @@ def colour_error(image: torch.Tensor, where: torch.Tensor, colour: str) -> float
         return math.nan
     true_colour = torch.tensor(scenes.COLOURS[colour], dtype=torch.float64) / 255
     return 255 * (image[:, where].mean(dim=1) - true_colour).norm().item()
+
+
+ROTATION_PERIOD = {"circle": 0.0, "square": math.pi / 2, "triangle": 2 * math.pi / 3, "star": 2 * math.pi / 5}
+
+
+def shape_fit(mask: torch.Tensor | np.ndarray, step: float = math.radians(3)) -> dict[str, float]:
+    """{shape: IoU of the best fit of that world shape to `mask` (H, W) bool}: the shape centred on the mask's
+    centroid, of the mask's area, at the best rotation on a `step` grid over its symmetry period. A second judge
+    of an edit (bench/world_judge.py): it learns nothing, reads the outline strictly, and has no "none" answer
+    either. All 0 for an empty mask."""
+    mask = np.asarray(mask, dtype=bool)
+    size = mask.shape[0]
+    ys, xs = np.nonzero(mask)
+    if len(xs) == 0:
+        return {shape: 0.0 for shape in scenes.SHAPES}
+    x, y = np.meshgrid((np.arange(size) + 0.5) / size, (np.arange(size) + 0.5) / size)
+    cx, cy = (xs.mean() + 0.5) / size, (ys.mean() + 0.5) / size
+    fits = {}
+    for shape in scenes.SHAPES:
+        radius = math.sqrt(len(xs) / size**2 / scenes.shape_area(shape))  # area of the fit = area of the mask
+        fitted = scenes.Scene(shape, "red", "plain", ("white", "black"), cx, cy, radius, 0.0, 0.1, 0.0, 0)
+        rotations = np.arange(0, ROTATION_PERIOD[shape], step) if ROTATION_PERIOD[shape] else [0.0]
+        best = 0.0
+        for rotation in rotations:
+            inner = scenes.inside(replace(fitted, rotation=float(rotation)), x, y)
+            best = max(best, float((inner & mask).sum() / (inner | mask).sum()))
+        fits[shape] = best
+    return fits
 
 
 def core_colour_error(scene: scenes.Scene, target: str, edit) -> float:

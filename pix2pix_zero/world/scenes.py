@@ -83,6 +83,15 @@ def polygon(scene: Scene) -> np.ndarray | None:
     return np.stack([scene.cx + radii * np.cos(angles), scene.cy + radii * np.sin(angles)], axis=1)
 
 
+def shape_area(shape: str) -> float:
+    """Area of `shape` over its circumradius squared: pi, 2, 3 sqrt(3) / 4, the star's 10-gon (the shoelace)."""
+    vertices = polygon(Scene(shape, "red", "plain", ("white", "black"), 0.0, 0.0, 1.0, 0.0, 0.1, 0.0, 0))
+    if vertices is None:
+        return math.pi
+    x, y = vertices.T
+    return 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
+
+
 def inside(scene: Scene, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Whether points (x, y) (fractions of the side) lie in the object: the even-odd rule over the polygon's edges."""
     vertices = polygon(scene)
