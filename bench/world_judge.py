@@ -35,6 +35,10 @@ from pix2pix_zero.world.bench import held_out_scene, parse_task, to_model
 from pix2pix_zero.world.commands import read_csv
 from pix2pix_zero.world.measure import object_mask, shape_fit, unit
 
+EYE = (*scenes.SHAPES, "none")  # what a label by eye may say
+CLUTTERED = 0.6  # a mask that fits no shape better than this IoU holds more than the object
+
+
 def judge(judge_cnn, masks: list[np.ndarray]) -> tuple[list[str], list[dict[str, float]], list[dict[str, float]]]:
     """(the classifier's names, its probabilities, the fits) for masks (H, W) bool."""
     x = torch.from_numpy(np.stack(masks))[:, None].float()
@@ -65,7 +69,16 @@ def on_the_truth(judge_cnn, n: int) -> None:
 
 
 def on_edits(judge_cnn, folder: Path) -> list[dict]:
+    if not (folder / "edits.csv").is_file():
+        raise SystemExit(f"error: {folder / 'edits.csv'}: no world-bench edits here; make them with "
+                         f"`python train_free_edit.py world-bench --n 200 --batch 25 --out {folder.parent}` (add "
+                         "--ablation --variants NAME for a variant)")
     rows = sorted(read_csv(folder / "edits.csv"), key=lambda r: (r["task"], r["seed"]))
+    missing = [r["edit"] for r in rows if not Path(r["edit"]).is_file()]
+    if missing:
+        raise SystemExit(f"error: {missing[0]}: {len(missing)} of the {len(rows)} edits in {folder / 'edits.csv'} "
+                         "have no PNG (a fresh clone holds only edits.csv); make them again with world-bench "
+                         f"--out {folder.parent} (without --resume)")
     masks = []
     for r in rows:
         scene = scenes.sample_scene(r["seed"], shape=parse_task(r["task"])[0])
@@ -77,7 +90,8 @@ def on_edits(judge_cnn, folder: Path) -> list[dict]:
               "fit": max(f, key=f.get), "fit_iou": f}
     changed = sum(r["from_png"] != r["predicted"] for r in rows)
     print(f"\n{folder.name}: the classifier re-run on the 8-bit PNGs names another shape than edits.csv for "
-          f"{changed} of {len(rows)} (rounding moves a pixel across the object threshold); below, the PNGs'")
+          f"{changed} of {len(rows)} (rounding moves a pixel across the object threshold); the columns marked PNG "
+          "below judge the PNGs")
     return rows
 
 
@@ -98,6 +112,10 @@ def summary(rows: list[dict], label: str) -> None:
         p = [r["p_target"] for r in chosen if r["from_png"] == r["target"]]
         cells.append(f"{np.median(p):.2f} [{np.percentile(p, 10):.2f}]" if p else "-")
         print(f"| {task} | " + " | ".join(cells) + " |")
+    cluttered = [r for r in rows if max(r["fit_iou"].values()) < CLUTTERED]
+    print(f"\n{len(cluttered)} of the {len(rows)} masks fit no shape better than IoU {CLUTTERED} (background the "
+          f"decoder moved, taken in as object); the classifier names the target for "
+          f"{sum(r['from_png'] == r['target'] for r in cluttered)} of them")
 
 
 def judges_sheet(rows: list[dict], path: Path, per_row: int = 10, tile: int = 96) -> None:
@@ -152,9 +170,13 @@ def by_eye(sample: list[dict], labels: Path) -> None:
     world shape) on the blind sample."""
     with open(labels, newline="") as f:
         eye = {(r["task"], int(r["seed"])): r["eye"] for r in csv.DictReader(f)}
+    wrong = [label for label in eye.values() if label not in EYE]
+    if wrong:
+        raise SystemExit(f"error: {labels}: the label {wrong[0]!r} is none of {', '.join(EYE)}")
     missing = [f"{r['task']} {r['seed']}" for r in sample if (r["task"], r["seed"]) not in eye]
     if missing:
-        raise ValueError(f"{labels}: no label for {len(missing)} edits of the sample, e.g. {missing[0]}")
+        raise SystemExit(f"error: {labels}: no label for {len(missing)} edits of the sample, e.g. {missing[0]}; the "
+                         "labels are for the blind sheet of the first --variants at the same --blind")
     print(f"\nBy eye ({labels}), {len(sample)} edits: success % [95% bootstrap interval]; then, of the edits each "
           "judge calls a success, the share the eye calls the target\n\n| task | eye | classifier | fit | "
           "classifier's successes right by eye | fit's successes right by eye | what the eye saw |\n"

@@ -1,6 +1,5 @@
 """Tests for pix2pix_zero.world.scenes: the generator's masks match its pixels and its geometry, scenes are
 seeded, the held-out seeds are disjoint from training, captions name what the image shows."""
-import dataclasses
 import math
 
 import numpy as np
@@ -95,24 +94,3 @@ def test_shape_area_by_hand():
     assert scenes.shape_area("triangle") == pytest.approx(3 * math.sqrt(3) / 4)
     assert scenes.shape_area("star") == pytest.approx(10 * 0.5 * 0.45 * math.sin(math.pi / 5))
 
-
-def test_shape_fit_by_hand():
-    """The geometric judge: a rendered shape fits itself (IoU ~1 at a rotation on its grid) better than any other; a
-    circle fits the equal-area square (any rotation) with the IoU of the two concentric shapes, by hand:
-    half side h = sqrt(pi) / 2 of radius 1, four circular caps beyond the square's sides of area
-    acos(h) - h sqrt(1 - h^2) each, I = pi - 4 cap, IoU = I / (2 pi - I) = 0.837."""
-    from pix2pix_zero.world.measure import shape_fit
-    h = math.sqrt(math.pi) / 2
-    overlap = math.pi - 4 * (math.acos(h) - h * math.sqrt(1 - h * h))
-    circle = scenes.Scene("circle", "red", "plain", ("white", "black"), 0.5, 0.5, 0.4, 0.0, 0.1, 0.0, 0)
-    fits = shape_fit(scenes.coverage(circle, 256) >= 0.5)
-    assert fits["square"] == pytest.approx(overlap / (2 * math.pi - overlap), abs=3e-3)
-    assert fits["circle"] > 0.99
-    for shape in ("square", "triangle", "star"):
-        on_grid, off_grid = (shape_fit(scenes.coverage(scenes.with_shape(
-            dataclasses.replace(circle, rotation=math.radians(degrees)), shape), 256) >= 0.5) for degrees in (39, 40.5))
-        assert on_grid[shape] > 0.995 and max(on_grid, key=on_grid.get) == shape
-        # half a step off the grid, the worst case: the star loses most (its tips), yet each shape still wins by
-        # 0.1 (the closest pair, square and circle, can be at most 1 - 0.837 apart)
-        assert off_grid[shape] > 0.1 + max(v for k, v in off_grid.items() if k != shape)
-    assert shape_fit(np.zeros((8, 8), dtype=bool)) == {shape: 0.0 for shape in scenes.SHAPES}

@@ -115,20 +115,38 @@ def test_train_command_errors_are_one_line(tmp_path, capsys, one_thread):
         "use another --work, or delete vae-state.pt there" in err[0]
 
 
-def test_a_variant_of_the_recipe_may_not_replace_the_shipped_model(capsys, monkeypatch, one_thread):
-    """--set without --out would have written a variant over weights/world; it is refused before anything runs,
-    naming the changed fields as --set spells them (save_every changes no weights and is allowed)."""
+def test_a_variant_of_the_recipe_may_not_replace_the_shipped_model(tmp_path, capsys, monkeypatch, one_thread):
+    """A variant of the recipe is refused before anything runs, naming the changed fields as --set spells them,
+    in the shipped folder (the default --out) and in the default --work (whose states the next default run would
+    resume into weights/world); so is a partial run there, which would rewrite the card with its stages alone.
+    save_every changes no weights and is allowed."""
     monkeypatch.setattr(train, "train_all", lambda *a: pytest.fail("a variant was trained into weights/world"))
     before = {p.name: p.stat().st_mtime_ns for p in train.SHIPPED.parent.iterdir()}
-    for argv, named in ((["--set", "unet_min_snr=0", "vae_channels=32,32,32,32"],
-                         "--set vae_channels=32,32,32,32 unet_min_snr=0.0 makes another"),
-                        (["--out", str(train.SHIPPED.parent), "--set", "stages=classifier", "save_every=10"],
-                         "--set stages=classifier makes another")):
+    own = str(tmp_path / "out")
+    for argv, named in ((["--set", "unet_min_snr=0", "vae_channels=32,32,32,32", "save_every=10"],
+                         "--set vae_channels=32,32,32,32 unet_min_snr=0.0 makes another model than the shipped "
+                         "one (weights/world, from runs/world): name its own --out and --work"),
+                        (["--out", own, "--set", "unet_steps=6000"], "--set unet_steps=6000 makes another model"),
+                        (["--out", str(train.SHIPPED.parent), "--set", "stages=classifier"],
+                         "--set stages=classifier would rewrite the shipped model's card")):
         with pytest.raises(SystemExit):
             train.main(argv)
-        err = capsys.readouterr().err.strip().splitlines()[-1]
-        assert "holds the shipped model" in err and named in err and "name its own --out" in err
+        assert named in capsys.readouterr().err.strip().splitlines()[-1]
     assert {p.name: p.stat().st_mtime_ns for p in train.SHIPPED.parent.iterdir()} == before
+
+
+def test_a_diverged_stage_stops_with_one_line(tmp_path, capsys, one_thread):
+    """A loss that is not finite ends the stage before its step, naming the state file (kept as it was), and a
+    --set value that is not finite is refused: neither reaches training.json, which is strict JSON."""
+    stage = train.Stage("unet", tmp_path, torch.nn.Linear(2, 2), 1e-3, 0, 10, config())
+    stage.save()
+    saved = (tmp_path / "unet-state.pt").read_bytes()
+    with pytest.raises(ValueError, match="unet-state.pt: the unet loss is nan at step 1, so training diverged"):
+        stage.update(torch.tensor(float("nan")), 0.0)
+    assert (tmp_path / "unet-state.pt").read_bytes() == saved and stage.step == 0
+    with pytest.raises(SystemExit):
+        train.main(["--out", str(tmp_path / "out"), "--work", str(tmp_path), "--set", "vae_lr=nan"])
+    assert "--set vae_lr=nan: vae_lr must be a finite number" in capsys.readouterr().err
 
 
 def test_a_stage_without_steps_writes_strict_json(tmp_path, capsys, one_thread):

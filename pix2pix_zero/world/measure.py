@@ -3,7 +3,8 @@
 The renderer knows the background without the object, so the edited object is found exactly where the edit
 differs from that background (not by a segmentation model): its centroid, size and colour are compared with the
 source object's and with the ideal edit (the same scene rendered with the target shape); the background is
-compared with the input outside both objects; the shipped classifier names the shape of the edited object's mask.
+compared with the input outside both objects; the shipped classifier names the shape of the edited object's mask
+(and `shape_fit`, a second, geometric judge, fits each shape to it).
 Images are uint8 (H, W, 3) as the renderer makes them, or float (3, H, W) in [-1, 1] as the models do.
 """
 import math
@@ -62,12 +63,14 @@ ROTATION_PERIOD = {"circle": 0.0, "square": math.pi / 2, "triangle": 2 * math.pi
 
 
 def shape_fit(mask: torch.Tensor | np.ndarray, step: float = math.radians(3)) -> dict[str, float]:
-    """{shape: IoU of the best fit of that world shape to `mask` (H, W) bool}: the shape centred on the mask's
+    """{shape: IoU of the best fit of that world shape to `mask` (S, S) bool}: the shape centred on the mask's
     centroid, of the mask's area, at the best rotation on a `step` grid over its symmetry period. A second judge
     of an edit (bench/world_judge.py): it learns nothing, reads the outline strictly, and has no "none" answer
     either. All 0 for an empty mask."""
     mask = np.asarray(mask, dtype=bool)
     size = mask.shape[0]
+    if mask.shape != (size, size):
+        raise ValueError(f"shape_fit takes a square mask, as the world's images are, not {mask.shape}")
     ys, xs = np.nonzero(mask)
     if len(xs) == 0:
         return {shape: 0.0 for shape in scenes.SHAPES}
@@ -76,11 +79,11 @@ def shape_fit(mask: torch.Tensor | np.ndarray, step: float = math.radians(3)) ->
     fits = {}
     for shape in scenes.SHAPES:
         radius = math.sqrt(len(xs) / size**2 / scenes.shape_area(shape))  # area of the fit = area of the mask
-        fitted = scenes.Scene(shape, "red", "plain", ("white", "black"), cx, cy, radius, 0.0, 0.1, 0.0, 0)
+        fitted = replace(scenes.sample_scene(0, shape), cx=cx, cy=cy, radius=radius)  # its outline alone is used
         rotations = np.arange(0, ROTATION_PERIOD[shape], step) if ROTATION_PERIOD[shape] else [0.0]
         best = 0.0
         for rotation in rotations:
-            inner = scenes.inside(replace(fitted, rotation=float(rotation)), x, y)
+            inner = scenes.inside(replace(fitted, rotation=float(rotation)), x, y)  # pixel centres in the shape
             best = max(best, float((inner & mask).sum() / (inner | mask).sum()))
         fits[shape] = best
     return fits

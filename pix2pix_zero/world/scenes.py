@@ -85,7 +85,7 @@ def polygon(scene: Scene) -> np.ndarray | None:
 
 def shape_area(shape: str) -> float:
     """Area of `shape` over its circumradius squared: pi, 2, 3 sqrt(3) / 4, the star's 10-gon (the shoelace)."""
-    vertices = polygon(Scene(shape, "red", "plain", ("white", "black"), 0.0, 0.0, 1.0, 0.0, 0.1, 0.0, 0))
+    vertices = polygon(replace(sample_scene(0, shape), cx=0.0, cy=0.0, radius=1.0))
     if vertices is None:
         return math.pi
     x, y = vertices.T

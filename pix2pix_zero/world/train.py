@@ -41,6 +41,7 @@ from . import CHECKPOINT as SHIPPED, classifier, scenes
 from .plot import plot_losses
 
 CHECKPOINT = SHIPPED.name  # the file name under --out
+WORK = "runs/world"  # the default --work, under the current folder
 
 
 @dataclass
@@ -190,7 +191,12 @@ class Stage:
         self.bar = tqdm(total=steps, initial=self.step, desc=name, mininterval=5)
 
     def update(self, loss: torch.Tensor, started: float) -> None:
-        """One optimizer step on `loss` at the schedule's rate, the EMA, the progress bar, a save when due."""
+        """One optimizer step on `loss` at the schedule's rate, the EMA, the progress bar, a save when due. A loss
+        that is not finite stops training before the step: the state saved last is kept as it was."""
+        if not torch.isfinite(loss):
+            raise ValueError(f"{self.path}: the {self.name} loss is {loss.item()} at step {self.step + 1}, so "
+                             f"training diverged; the state saved last is kept: lower the stage's learning rate "
+                             f"in another --work, or delete {self.path.name} to start the stage again")
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate(self.step, self.steps, self.peak_lr, self.config.warmup)
         self.optimizer.zero_grad(set_to_none=True)
@@ -478,7 +484,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m pix2pix_zero.world.train", description=__doc__.split("\n")[0])
     p.add_argument("--out", default=str(SHIPPED.parent), help="where the checkpoint, classifier, loss curves and "
                    "card go (default: weights/world, the shipped model: only the recipe's defaults may go there)")
-    p.add_argument("--work", default="runs/world", help="training states (resume from here) and cached data")
+    p.add_argument("--work", default=WORK, help="training states (resume from here) and cached data")
     p.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     p.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE", help="change a TrainConfig field")
     a = p.parse_args(argv)
@@ -491,19 +497,28 @@ def main(argv: list[str] | None = None) -> int:
         kind, example = (type(default[0]), ",".join(map(str, default))) if isinstance(default, tuple) else \
             (type(default), default)
         try:
-            setattr(config, name, tuple(map(kind, value.split(","))) if isinstance(default, tuple) else kind(value))
+            parsed = tuple(map(kind, value.split(","))) if isinstance(default, tuple) else kind(value)
         except ValueError:
             p.error(f"--set {item}: {name} takes {kind.__name__} values like its default, {name}={example}")
+        if not all(math.isfinite(v) for v in (parsed if isinstance(parsed, tuple) else (parsed,))
+                   if isinstance(v, float)):
+            p.error(f"--set {item}: {name} must be a finite number, like its default, {name}={example}")
+        setattr(config, name, parsed)
     unknown = [s for s in config.stages if s not in TrainConfig.stages]
     if unknown:
         p.error(f"--set stages={','.join(config.stages)}: no stage {unknown[0]!r}; the stages are "
                 f"{','.join(TrainConfig.stages)}")
     as_set = lambda v: ",".join(map(str, v)) if isinstance(v, tuple) else str(v)  # as --set spells it
     changed = [f"{k}={as_set(v)}" for k, v in asdict(config).items()
-               if k != "save_every" and v != getattr(TrainConfig(), k)]
-    if changed and Path(a.out).resolve() == SHIPPED.parent:
-        p.error(f"--out {a.out} holds the shipped model, made by the recipe's defaults; --set {' '.join(changed)} "
-                "makes another: name its own --out (and --work), e.g. --out runs/variant --work runs/variant")
+               if k not in ("save_every", "stages") and v != getattr(TrainConfig(), k)]
+    shipped = Path(a.out).resolve() == SHIPPED.parent
+    if changed and (shipped or Path(a.work).resolve() == Path(WORK).resolve()):
+        # the default --work too: its states, trained otherwise, would be resumed by the next default run
+        p.error(f"--set {' '.join(changed)} makes another model than the shipped one (weights/world, from "
+                f"{WORK}): name its own --out and --work, e.g. --out runs/variant --work runs/variant")
+    if shipped and config.stages != TrainConfig.stages:
+        p.error(f"--set stages={','.join(config.stages)} would rewrite the shipped model's card, loss curves and "
+                "training.json with those stages alone: name its own --out")
     device = torch.device(a.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     try:
         report = train_all(config, Path(a.out), Path(a.work), device)
