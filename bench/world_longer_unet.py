@@ -15,7 +15,6 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from pix2pix_zero import load_sd
@@ -56,7 +55,7 @@ def main() -> int:
         "world": {"config": {"unet_steps": a.steps, "stop": stop, "lr": a.lr},
                   "trained_with": "python bench/world_longer_unet.py, from the shipped UNet"}})
     print(json.dumps({"checkpoint": str(path), "steps": stage.step, "minutes": round(stage.seconds / 60, 1),
-                      "final_loss": float(np.mean(stage.losses[-100:]))}))
+                      "final_loss": train.final_loss(stage.losses, 100)}))
     return 0
 
 
