@@ -1,7 +1,8 @@
 """Is the world's shape judge right? The shipped classifier against a geometric judge and against the eye.
 
   python bench/world_judge.py [--out outputs/world-grid-200] [--variants defaults ...] [--blind 12]
-                              [--labels docs/world/judge/labels-by-eye.csv]
+                              [--labels docs/world/judge/labels-by-eye.csv] [--object-scale 1]
+                              [--classifier weights/world/shape-classifier.safetensors]
 
 world-bench's success is the shipped CNN's forced choice among the world's four shapes for the edited object's
 mask: it has no "none of these", so a lumpy blob gets the name of whichever shape it is least unlike. The second
@@ -14,7 +15,8 @@ edit (the PNGs of a world-bench folder): success by each, by both, their agreeme
 probability of the target when it names it. Then a blind sample of the first variant's edits (--blind a task,
 seeded) is drawn as a sheet with no verdict on it, to be labelled by eye (the shape seen, or none); --labels
 reads those labels back and sets both judges against them. A second sheet shows, per task, edits that only
-the classifier, only the fit, and both call the target.
+the classifier, only the fit, and both call the target. --object-scale judges a world-bench run made with the
+same --object-scale (and, with --classifier, by the classifier trained at that scale).
 """
 import argparse
 import csv
@@ -49,13 +51,13 @@ def judge(judge_cnn, masks: list[np.ndarray]) -> tuple[list[str], list[dict[str,
     return named, as_dict, [shape_fit(m) for m in masks]
 
 
-def on_the_truth(judge_cnn, n: int) -> None:
+def on_the_truth(judge_cnn, n: int, object_scale: float = 1.0) -> None:
     """Both judges on held-out renders and on the same scenes after the shipped VAE's round trip."""
     sd = load_sd(CHECKPOINT, "cpu", torch.float32)
     print("| shape | classifier, renders | fit, renders | classifier, VAE round trip | fit, VAE round trip |\n"
           "|---|---|---|---|---|")
     for shape in scenes.SHAPES:
-        chosen = [held_out_scene(shape, k) for k in range(n)]
+        chosen = [held_out_scene(shape, k, object_scale) for k in range(n)]
         rendered = [scenes.render(s) for s in chosen]
         with torch.no_grad():
             decoded = decode_latents(sd, encode_image(sd, torch.cat([to_model(r[0]) for r in rendered])))
@@ -68,7 +70,7 @@ def on_the_truth(judge_cnn, n: int) -> None:
         print(f"| {shape} | " + " | ".join(cells) + " |", flush=True)
 
 
-def on_edits(judge_cnn, folder: Path) -> list[dict]:
+def on_edits(judge_cnn, folder: Path, object_scale: float = 1.0) -> list[dict]:
     if not (folder / "edits.csv").is_file():
         raise SystemExit(f"error: {folder / 'edits.csv'}: no world-bench edits here; make them with "
                          f"`python train_free_edit.py world-bench --n 200 --batch 25 --out {folder.parent}` (add "
@@ -81,7 +83,7 @@ def on_edits(judge_cnn, folder: Path) -> list[dict]:
                          f"--out {folder.parent} (without --resume)")
     masks = []
     for r in rows:
-        scene = scenes.sample_scene(r["seed"], shape=parse_task(r["task"])[0])
+        scene = scenes.sample_scene(r["seed"], shape=parse_task(r["task"])[0], object_scale=object_scale)
         edit = np.array(Image.open(r["edit"]).convert("RGB"))
         masks.append(object_mask(unit(edit), unit(scenes.render(scene)[2])).numpy())
     named, probabilities, fits = judge(judge_cnn, masks)
@@ -207,12 +209,18 @@ def main() -> None:
                    "call the target, of the first variant")
     p.add_argument("--blind", type=int, default=12, help="edits a task of the first variant to label by eye")
     p.add_argument("--labels", help="the labels by eye of the blind sample (CSV: task, seed, eye)")
+    p.add_argument("--object-scale", type=float, default=1.0, help="the world-bench run's --object-scale")
+    p.add_argument("--classifier", default=str(WORLD_DIR / classifier.FILE), help="the shape classifier")
     a = p.parse_args()
-    judge_cnn = classifier.load(WORLD_DIR / classifier.FILE)
+    try:
+        scenes.sample_scene(scenes.HELD_OUT, object_scale=a.object_scale)
+    except ValueError as e:
+        p.error(f"--object-scale: {e}")
+    judge_cnn = classifier.load(a.classifier)
     print(f"Both judges on the truth, {a.n} held-out scenes a shape (named right):\n")
-    on_the_truth(judge_cnn, a.n)
+    on_the_truth(judge_cnn, a.n, a.object_scale)
     for i, name in enumerate(a.variants):
-        rows = on_edits(judge_cnn, Path(a.out) / name)
+        rows = on_edits(judge_cnn, Path(a.out) / name, a.object_scale)
         summary(rows, name)
         if i == 0:
             judges_sheet(rows, Path(a.sheet))

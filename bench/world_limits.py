@@ -1,6 +1,7 @@
 """What limits the world's edit success: three measurements of a baby SD checkpoint, no edit involved.
 
-  python bench/world_limits.py [--weights weights/world/baby-sd.safetensors ...] [--n 32]
+  python bench/world_limits.py [--weights weights/world/baby-sd.safetensors ...] [--n 32] [--object-scale 1]
+                               [--classifier weights/world/shape-classifier.safetensors]
 
 1. The VAE alone: held-out scenes of each shape encoded (posterior mean) and decoded; the share the shape
    classifier still names right. No edit can score above it.
@@ -9,7 +10,9 @@
    the wrong word predicts. The edit's shape must be decided where the object's layout is (t >= 500).
 3. Shapes from text alone: DDIM samples (50 steps, classifier-free guidance 5, the edit's) of held-out captions
    on plain backgrounds, judged against the named background colour: does the model draw the shape it is told?
-Several checkpoints are measured on the same scenes and noise, one after the other.
+Several checkpoints are measured on the same scenes and noise, one after the other. --object-scale draws the
+scenes with objects that many times larger, for a model trained on them; judge them with a classifier trained at
+that scale too (`python -m pix2pix_zero.world.train --set stages=classifier object_scale=...`).
 """
 import argparse
 from dataclasses import replace
@@ -35,10 +38,10 @@ def judged_right(judge, images: torch.Tensor, chosen: list[scenes.Scene]) -> flo
 
 
 @torch.no_grad()
-def vae_round_trip(sd, judge, n: int) -> dict[str, float]:
+def vae_round_trip(sd, judge, n: int, object_scale: float = 1.0) -> dict[str, float]:
     result = {}
     for shape in scenes.SHAPES:
-        chosen = [held_out_scene(shape, k) for k in range(n)]
+        chosen = [held_out_scene(shape, k, object_scale) for k in range(n)]
         x = torch.cat([to_model(scenes.render(s)[0]) for s in chosen])
         result[shape] = judged_right(judge, decode_latents(sd, encode_image(sd, x)), chosen)
     return result
@@ -49,9 +52,9 @@ def swapped(scene: scenes.Scene, field: str, names: list[str]) -> scenes.Scene:
 
 
 @torch.no_grad()
-def word_reliance(sd, n: int) -> dict[int, dict[str, float]]:
+def word_reliance(sd, n: int, object_scale: float = 1.0) -> dict[int, dict[str, float]]:
     """{t: {"shape": +%, "colour": +%, "mse": eps MSE with the right caption}} on 2n held-out scenes."""
-    chosen = [scenes.sample_scene(scenes.HELD_OUT + 3000 + k) for k in range(2 * n)]
+    chosen = [scenes.sample_scene(scenes.HELD_OUT + 3000 + k, object_scale=object_scale) for k in range(2 * n)]
     z = encode_image(sd, torch.cat([to_model(scenes.render(s)[0]) for s in chosen]))  # (B, 4, h, w)
     c = {"right": sd.encode_text([scenes.caption(s) for s in chosen]),
          "shape": sd.encode_text([scenes.caption(swapped(s, "shape", list(scenes.SHAPES))) for s in chosen]),
@@ -67,10 +70,12 @@ def word_reliance(sd, n: int) -> dict[int, dict[str, float]]:
 
 
 @torch.no_grad()
-def shapes_from_text(sd, judge, n: int, w: float = 5.0, steps: int = 50) -> dict[str, float]:
+def shapes_from_text(sd, judge, n: int, w: float = 5.0, steps: int = 50, object_scale: float = 1.0
+                     ) -> dict[str, float]:
     alpha_bar, result = alphas_cumprod(), {}
     for shape in scenes.SHAPES:
-        chosen = [replace(scenes.sample_scene(scenes.HELD_OUT + 500 + k, shape=shape), background="plain")
+        chosen = [replace(scenes.sample_scene(scenes.HELD_OUT + 500 + k, shape=shape, object_scale=object_scale),
+                          background="plain")
                   for k in range(n)]
         c, c_neg = sd.encode_text([scenes.caption(s) for s in chosen]), sd.encode_text([""] * n)
         x = torch.randn((n, 4, scenes.SIZE // 8, scenes.SIZE // 8), generator=torch.Generator().manual_seed(1))
@@ -84,19 +89,26 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--weights", nargs="+", default=[str(CHECKPOINT)])
     p.add_argument("--n", type=int, default=32, help="held-out scenes per shape")
+    p.add_argument("--object-scale", type=float, default=1.0, help="objects this many times the world's size")
+    p.add_argument("--classifier", default=str(WORLD_DIR / classifier.FILE), help="the shape judge")
     a = p.parse_args()
-    judge = classifier.load(WORLD_DIR / classifier.FILE)
+    try:
+        scenes.sample_scene(scenes.HELD_OUT, object_scale=a.object_scale)
+    except ValueError as e:
+        p.error(f"--object-scale: {e}")
+    s = a.object_scale
+    judge = classifier.load(a.classifier)
     shares = lambda result: ", ".join(f"{shape} {100 * v:.1f}%" for shape, v in result.items())
     for weights in a.weights:
         sd = load_sd(weights, "cpu", torch.float32)
         print(f"\n{weights}", flush=True)
-        print(f"  VAE round trip, classified right (n = {a.n} per shape): {shares(vae_round_trip(sd, judge, a.n))}")
+        print(f"  VAE round trip, classified right (n = {a.n} per shape): {shares(vae_round_trip(sd, judge, a.n, s))}")
         print(f"  eps MSE with a swapped word, vs the right caption (n = {2 * a.n}):")
-        for t, r in word_reliance(sd, a.n).items():
+        for t, r in word_reliance(sd, a.n, s).items():
             print(f"    t = {t:3d}: shape word {r['shape']:+5.1f}%, colour word {r['colour']:+5.1f}% "
                   f"(MSE {r['mse']:.4f})")
         print("  samples from text alone (plain backgrounds, guidance 5), classified right: "
-              f"{shares(shapes_from_text(sd, judge, a.n))}", flush=True)
+              f"{shares(shapes_from_text(sd, judge, a.n, object_scale=s))}", flush=True)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Does a longer-trained UNet edit more shapes? Continue the shipped baby SD's UNet from its weights.
 
-  python bench/world_longer_unet.py [--steps 4000] [--stop 3000] [--lr 3e-4] [--work DIR] [--out DIR]
+  python bench/world_longer_unet.py [--steps 4000] [--stop 3000] [--lr 3e-4] [--object-scale 1] [--work DIR]
+                                   [--out DIR]
 
 The shipped checkpoint keeps only the UNet's EMA weights (its training state went with the machine that made
 it), so this continues from them with a fresh AdamW: a warm restart, the recipe of world/train.py otherwise
@@ -9,6 +10,9 @@ warmed up to --lr and decayed on a cosine over --steps. --stop ends the run earl
 stays the one of --steps); the run resumes from --work. It writes OUT/baby-sd.safetensors, an ordinary
 checkpoint for `world-bench --weights` and `bench/world_limits.py --weights` (docs/world.md, "What limits
 success"). It trains beyond the 90-minute budget of the shipped model, so its result is measured, not shipped.
+--object-scale trains on the same seeds with objects that many times larger (scenes.sample_scene): does the
+UNet learn shapes it is given more latent cells to draw? Benchmark that checkpoint with `world-bench
+--object-scale` at the same scale.
 """
 import argparse
 import json
@@ -20,7 +24,7 @@ import torch
 from pix2pix_zero import load_sd
 from pix2pix_zero.loading.clip_text import load_tokenizer
 from pix2pix_zero.world import CHECKPOINT
-from pix2pix_zero.world import train
+from pix2pix_zero.world import scenes, train
 
 
 def main() -> int:
@@ -28,6 +32,7 @@ def main() -> int:
     p.add_argument("--steps", type=int, default=4000, help="the learning-rate schedule's length")
     p.add_argument("--stop", type=int, default=None, help="stop at this step (default: --steps)")
     p.add_argument("--lr", type=float, default=3e-4, help="peak learning rate of the restart")
+    p.add_argument("--object-scale", type=float, default=1.0, help="objects this many times the world's size")
     p.add_argument("--work", default="runs/world-longer", help="training state (resumed) and cached data")
     p.add_argument("--out", default="runs/world-longer", help="where the checkpoint goes")
     a = p.parse_args()
@@ -36,7 +41,11 @@ def main() -> int:
         p.error(f"--stop must be in 1..--steps ({a.steps}), not {stop}")
     work, out = Path(a.work), Path(a.out)
     work.mkdir(parents=True, exist_ok=True)
-    config = train.TrainConfig(unet_steps=stop, unet_lr=a.lr)
+    config = train.TrainConfig(unet_steps=stop, unet_lr=a.lr, object_scale=a.object_scale)
+    try:  # an impossible scale is refused before any work
+        scenes.sample_scene(0, object_scale=a.object_scale)
+    except ValueError as e:
+        p.error(f"--object-scale: {e}")
     sd = load_sd(str(CHECKPOINT), "cpu", torch.float32)
     images = train.render_dataset(config, work)
     latents = train.encode_dataset(sd.vae, images, work, "cpu")
@@ -52,7 +61,7 @@ def main() -> int:
     unet, stage = train.train_unet(config, latents, train.frozen_text_encoder(config, "cpu"), load_tokenizer(), work,
                                    "cpu")
     path = train.write_checkpoint(out / "baby-sd.safetensors", config, unet, sd.vae, sd.text_encoder, {
-        "world": {"config": {"unet_steps": a.steps, "stop": stop, "lr": a.lr},
+        "world": {"config": {"unet_steps": a.steps, "stop": stop, "lr": a.lr, "object_scale": a.object_scale},
                   "trained_with": "python bench/world_longer_unet.py, from the shipped UNet"}})
     print(json.dumps({"checkpoint": str(path), "steps": stage.step, "minutes": round(stage.seconds / 60, 1),
                       "final_loss": train.final_loss(stage.losses, 100)}))

@@ -96,6 +96,7 @@ def test_core_colour_ignores_a_redrawn_background_but_not_a_recoloured_object(ju
     (["world-bench", "--tasks", "circle2square", "dog2cat"], "the world has no shape 'dog'"),
     (["world", "--weights", "missing/baby.safetensors"], "missing/baby.safetensors: no baby SD checkpoint here"),
     (["world", "--classifier", "missing/judge.safetensors"], "missing/judge.safetensors: no shape classifier here"),
+    (["world-bench", "--object-scale", "2"], "--object-scale: object_scale 2.0 is outside (0, 1.741): larger objects"),
 ])
 def test_world_commands_refuse_bad_input_in_one_line(command, argv, message, tmp_path):
     code, out, err = command([*argv, "--out", tmp_path / "out"])

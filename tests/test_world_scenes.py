@@ -1,5 +1,6 @@
 """Tests for pix2pix_zero.world.scenes: the generator's masks match its pixels and its geometry, scenes are
 seeded, the held-out seeds are disjoint from training, captions name what the image shows."""
+import dataclasses
 import math
 
 import numpy as np
@@ -54,6 +55,29 @@ def test_scenes_are_seeded_and_varied():
     assert len(scenes.COLOURS) >= 6 and len(scenes.BACKGROUNDS) >= 4 and len(scenes.SHAPES) >= 4
     image, _, _ = scenes.render(drawn[0])
     assert image.shape == (scenes.SIZE, scenes.SIZE, 3) and scenes.SIZE // 8 >= 16
+
+
+@pytest.mark.parametrize("object_scale", [0.5, 1.4, 1.74])
+def test_object_scale_keeps_the_draw_and_the_frame(object_scale):
+    """Another object scale keeps every factor of the seed, multiplies the radius by the scale, and moves the
+    centre towards the middle by the ratio of the narrowed range (0.2 - grow) / 0.2, grow = 0.27 (scale - 1), so the
+    largest object stays 0.03 inside the frame; scale 1 draws exactly the literal ranges it always drew."""
+    for seed in range(scenes.HELD_OUT, scenes.HELD_OUT + 50):
+        base, scaled = scenes.sample_scene(seed), scenes.sample_scene(seed, object_scale=object_scale)
+        rng = np.random.default_rng(seed)  # the draws of sample_scene, in order, up to the radius
+        rng.integers(4), rng.choice(8, size=2, replace=False), rng.integers(8), rng.integers(5)
+        assert (base.cx, base.cy, base.radius) == (rng.uniform(0.3, 0.7), rng.uniform(0.3, 0.7),
+                                                   rng.uniform(0.13, 0.27))
+        assert scaled.radius == pytest.approx(object_scale * base.radius, rel=1e-12)
+        squeeze = (0.2 - 0.27 * (object_scale - 1)) / 0.2
+        for c, c0 in ((scaled.cx, base.cx), (scaled.cy, base.cy)):
+            assert c - 0.5 == pytest.approx(squeeze * (c0 - 0.5), abs=1e-12)
+            assert 0.03 - 1e-12 <= c - scaled.radius and c + scaled.radius <= 0.97 + 1e-12
+        assert scaled == dataclasses.replace(base, cx=scaled.cx, cy=scaled.cy, radius=scaled.radius)
+    _, mask, _ = scenes.render(scaled)
+    assert not (mask[0].any() or mask[-1].any() or mask[:, 0].any() or mask[:, -1].any())
+    with pytest.raises(ValueError, match="larger objects would not fit inside the frame"):
+        scenes.sample_scene(0, object_scale=1 + 0.2 / 0.27)  # every centre would be 0.5: no range left
 
 
 def test_with_shape_changes_only_the_shape():

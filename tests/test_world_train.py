@@ -74,6 +74,13 @@ def test_a_stage_refuses_a_state_trained_with_other_settings(images, tmp_path, o
     with pytest.raises(ValueError, match=r"vae-state.pt: this vae state was trained with other settings \(vae_kl "
                                          r"0.0001, now 0.01\)"):
         train.train_vae(config(vae_steps=2, vae_full_steps=0, vae_kl=1e-2), images, tmp_path, "cpu")
+    # a state saved before a setting existed was made at its default, and resumes under it
+    state = torch.load(tmp_path / "vae-state.pt", weights_only=True)
+    state["settings"] = json.dumps({k: v for k, v in json.loads(state["settings"]).items() if k != "object_scale"})
+    torch.save(state, tmp_path / "vae-state.pt")
+    assert train.train_vae(config(vae_steps=2, vae_full_steps=0), images, tmp_path, "cpu")[1][0].step == 2
+    with pytest.raises(ValueError, match=r"other settings \(object_scale 1.0, now 1.4\)"):
+        train.train_vae(config(vae_steps=2, vae_full_steps=0, object_scale=1.4), images, tmp_path, "cpu")
     # and a longer run of the same settings resumes it: the step count is not a setting
     _, (longer, _) = train.train_vae(config(vae_steps=3, vae_full_steps=0), images, tmp_path, "cpu")
     assert longer.step == 3 and longer.losses[:2] == kept.losses

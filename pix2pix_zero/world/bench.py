@@ -52,8 +52,8 @@ def world_direction(sd, source: str, target: str, sentences: str = "world") -> t
     return edit_direction(sd, shape_sentences(source, sentences), shape_sentences(target, sentences))
 
 
-def held_out_scene(source: str, k: int) -> scenes.Scene:
-    return scenes.sample_scene(scenes.HELD_OUT + k, shape=source)
+def held_out_scene(source: str, k: int, object_scale: float = 1.0) -> scenes.Scene:
+    return scenes.sample_scene(scenes.HELD_OUT + k, shape=source, object_scale=object_scale)
 
 
 def to_model(image: np.ndarray) -> torch.Tensor:
@@ -122,18 +122,20 @@ def edit_batch(sd, chosen: list[scenes.Scene], target: str, config: EditConfig, 
 
 
 def run_bench(sd, classifier, tasks: list[str], n: int, config: EditConfig, sentences: str = "world",
-              on_edit=None, batch: int = 16, done: dict | None = None, on_batch=None) -> list[dict]:
+              on_edit=None, batch: int = 16, done: dict | None = None, on_batch=None,
+              object_scale: float = 1.0) -> list[dict]:
     """One row per (task, scene): the scene's seed and caption, the scenes edited with it (`batch`, "25-50"), the
     measured numbers, the seconds per edit (the batch's time shared out). on_edit(row, edited) sees each edit (to
     write its images), on_batch(rows) the rows so far after each batch. done: rows an earlier run with the same
     settings measured, by (task, seed); a batch they hold whole is taken from them, not edited again (only whole
-    batches: the regularizer's draw is the batch's, so an edit depends on the scenes edited with it)."""
+    batches: the regularizer's draw is the batch's, so an edit depends on the scenes edited with it). object_scale:
+    the scenes' object size (scenes.sample_scene), for a model trained at that scale."""
     rows, done = [], done or {}
     for task in tasks:
         source, target = parse_task(task)
         direction = None  # built when a batch needs editing
         for first in range(0, n, batch):
-            chosen = [held_out_scene(source, k) for k in range(first, min(n, first + batch))]
+            chosen = [held_out_scene(source, k, object_scale) for k in range(first, min(n, first + batch))]
             span = f"{first}-{first + len(chosen)}"
             earlier = [done.get((task, scene.seed)) for scene in chosen]
             if all(row is not None and row["batch"] == span for row in earlier):

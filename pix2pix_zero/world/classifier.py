@@ -50,23 +50,23 @@ def augment(masks: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     return torch.where(flip, 1 - masks, masks)
 
 
-def rendered(seeds, size: int = scenes.SIZE) -> tuple[torch.Tensor, torch.Tensor]:
+def rendered(seeds, size: int = scenes.SIZE, object_scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
     """Masks (B, 1, size, size) in {0, 1} and shape labels (B,) of the scenes with these seeds."""
-    chosen = [scenes.sample_scene(int(s)) for s in seeds]
+    chosen = [scenes.sample_scene(int(s), object_scale=object_scale) for s in seeds]
     masks = np.stack([scenes.coverage(scene, size) >= 0.5 for scene in chosen])
     labels = torch.tensor([scenes.SHAPES.index(scene.shape) for scene in chosen])
     return torch.from_numpy(masks)[:, None].float(), labels
 
 
-def train(steps: int, seed: int, device, batch: int = 64,
-          pool: int = 8000) -> tuple[ShapeClassifier, list[float], float]:
-    """Train on the masks of `pool` training scenes (rendered once); return the model, its losses and its
-    accuracy on 1000 held-out scenes."""
+def train(steps: int, seed: int, device, batch: int = 64, pool: int = 8000,
+          object_scale: float = 1.0) -> tuple[ShapeClassifier, list[float], float]:
+    """Train on the masks of `pool` training scenes (rendered once, objects at `object_scale`); return the model,
+    its losses and its accuracy on 1000 held-out scenes."""
     torch.manual_seed(seed)
     model = ShapeClassifier().to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
     g = torch.Generator().manual_seed(seed)
-    images, labels = rendered(range(pool))
+    images, labels = rendered(range(pool), object_scale=object_scale)
     losses = []
     start = time.perf_counter()
     for step in range(steps):
@@ -83,7 +83,7 @@ def train(steps: int, seed: int, device, batch: int = 64,
             print(f"classifier step {step}/{steps}: loss {np.mean(losses[-100:]):.4f} "
                   f"({time.perf_counter() - start:.0f} s)", flush=True)
     model.eval()
-    test_images, test_labels = rendered(range(scenes.HELD_OUT, scenes.HELD_OUT + 1000))
+    test_images, test_labels = rendered(range(scenes.HELD_OUT, scenes.HELD_OUT + 1000), object_scale=object_scale)
     accuracy = (classify(model, test_images) == test_labels).float().mean().item()
     return model, losses, accuracy
 

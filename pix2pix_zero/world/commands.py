@@ -27,7 +27,18 @@ def world_args(p: argparse.ArgumentParser) -> None:
                    help="edit direction from the world's own sentences, the template bank, or one sentence")
     g.add_argument("--device", default="cpu", help="cpu or cuda")
     g.add_argument("--dtype", choices=list(DTYPES), default="fp32", help="UNet and text encoder")
+    g.add_argument("--object-scale", type=float, default=1.0, help="held-out scenes with objects this many times "
+                   "the world's size, for a model trained on them (`world.train --set object_scale=...`)")
     config_args(p)
+
+
+def check_object_scale(a: argparse.Namespace) -> None:
+    """A scale whose objects would not fit the frame: one line (the command line prints a ValueError so)."""
+    from . import scenes
+    try:
+        scenes.sample_scene(scenes.HELD_OUT, object_scale=a.object_scale)
+    except ValueError as e:
+        raise ValueError(f"--object-scale: {e}") from None
 
 
 def load_world(a: argparse.Namespace):
@@ -61,9 +72,10 @@ def main_world(argv: list[str]) -> int:
     source, target = bench.parse_task(a.task)
     if a.scene < 0:
         p.error(f"--scene must be >= 0, not {a.scene}")
+    check_object_scale(a)
     config = config_from(a)
     sd, clf = load_world(a)
-    scene = bench.held_out_scene(source, a.scene)
+    scene = bench.held_out_scene(source, a.scene, a.object_scale)
     direction = bench.world_direction(sd, source, target, a.sentences)
     edit_start = time.perf_counter()
     result = bench.edit_scene(sd, scene, target, config, direction)
@@ -148,8 +160,10 @@ def made_with(a: argparse.Namespace) -> dict:
     the order of float sums, so an edit made with other threads differs in its last bits."""
     import torch
     from ..tools.files import file_digest
+    scale = {} if a.object_scale == 1 else {"object_scale": a.object_scale}  # runs before the option still resume
     return {"batch": a.batch, "device": a.device, "threads": torch.get_num_threads() if a.device == "cpu" else None,
-            "dtype": a.dtype, "weights": file_digest(a.weights)[:16], "classifier": file_digest(a.classifier)[:16]}
+            "dtype": a.dtype, "weights": file_digest(a.weights)[:16], "classifier": file_digest(a.classifier)[:16],
+            **scale}
 
 
 def earlier_edits(folder: Path, settings: dict) -> dict:
@@ -198,6 +212,7 @@ def main_world_bench(argv: list[str]) -> int:
         bench.parse_task(task)
     if a.n < 1:
         p.error(f"--n must be at least 1, not {a.n}")
+    check_object_scale(a)
     variants = [bench.Variant("defaults", sentences=a.sentences)]
     if a.ablation:
         known = {v.name: v for v in bench.VARIANTS}
@@ -238,7 +253,7 @@ def main_world_bench(argv: list[str]) -> int:
 
         start = time.perf_counter()
         rows = bench.run_bench(sd, clf, a.tasks, a.n, config, variant.sentences, on_edit=save, batch=a.batch,
-                               done=done, on_batch=keep)
+                               done=done, on_batch=keep, object_scale=a.object_scale)
         reused = sum(1 for r in rows if done.get((r["task"], r["seed"])) is r)
         all_rows[variant.name] = rows
         seconds = time.perf_counter() - start

@@ -22,6 +22,8 @@ BACKGROUND_COLOURS = {  # muted, so the object always stands out
     "pink": (230, 170, 190), "brown": (120, 80, 50), "lavender": (180, 170, 220), "mint": (170, 220, 190)}
 BACKGROUNDS = ("plain", "stripes", "checks", "gradient", "texture")
 SUPERSAMPLE = 4
+RADIUS = (0.13, 0.27)  # the object's circumradius is drawn from this range (fractions of the side) ...
+CENTRE = (0.3, 0.7)  # ... and its centre's x and y from this one: the largest object stays 0.03 inside the frame
 
 
 @dataclass(frozen=True)
@@ -46,8 +48,15 @@ class Scene:
         return "small" if self.radius < 0.17 else "large" if self.radius > 0.23 else "medium"
 
 
-def sample_scene(seed: int, shape: str | None = None) -> Scene:
-    """Every factor from one numpy Generator seeded with `seed` (shape fixed if given, drawn anyway)."""
+def sample_scene(seed: int, shape: str | None = None, object_scale: float = 1.0) -> Scene:
+    """Every factor from one numpy Generator seeded with `seed` (shape fixed if given, drawn anyway).
+    `object_scale` multiplies the radius range and narrows the centre's by as much as the largest radius grows,
+    so every object stays as far inside the frame; 1 is the world the shipped model was trained on. Another
+    scale keeps every other factor of the seed."""
+    grow = RADIUS[1] * (object_scale - 1)  # exactly 0 at scale 1: the same numbers as before the option
+    if not (0 < object_scale and CENTRE[0] + grow < 0.5):
+        raise ValueError(f"object_scale {object_scale} is outside (0, {1 + (0.5 - CENTRE[0]) / RADIUS[1]:.4g}): "
+                         "larger objects would not fit inside the frame")
     rng = np.random.default_rng(seed)
     drawn_shape = SHAPES[rng.integers(len(SHAPES))]
     bg = list(BACKGROUND_COLOURS)
@@ -55,7 +64,9 @@ def sample_scene(seed: int, shape: str | None = None) -> Scene:
     return Scene(
         shape=shape or drawn_shape, colour=list(COLOURS)[rng.integers(len(COLOURS))],
         background=BACKGROUNDS[rng.integers(len(BACKGROUNDS))], bg_colours=(bg[i], bg[j]),
-        cx=float(rng.uniform(0.3, 0.7)), cy=float(rng.uniform(0.3, 0.7)), radius=float(rng.uniform(0.13, 0.27)),
+        cx=float(rng.uniform(CENTRE[0] + grow, CENTRE[1] - grow)),
+        cy=float(rng.uniform(CENTRE[0] + grow, CENTRE[1] - grow)),
+        radius=float(rng.uniform(RADIUS[0] * object_scale, RADIUS[1] * object_scale)),
         rotation=float(rng.uniform(0, 2 * math.pi)), pattern_period=float(rng.uniform(0.08, 0.2)),
         pattern_angle=float(rng.choice([0, math.pi / 2, math.pi / 4, -math.pi / 4])), seed=int(seed))
 

@@ -49,6 +49,10 @@ class TrainConfig:
     seed: int = 0
     n_train: int = 20_000  # scenes with seeds 0 .. n_train - 1 (scenes.HELD_OUT and up are never used)
     size: int = scenes.SIZE
+    # the objects' size: scenes.RADIUS times this (scenes.sample_scene); 1 is the shipped world. An option for
+    # research (docs/world.md, "What limits success"): a model trained at another scale is benchmarked with
+    # `world-bench --object-scale` at the same scale.
+    object_scale: float = 1.0
     # VAE: SD's topology (4 levels, 8x downsampling, 4 latent channels) at small widths, on 64 px crops
     vae_channels: tuple[int, ...] = (32, 32, 64, 64)
     vae_layers: int = 1
@@ -121,12 +125,13 @@ def learning_rate(step: int, steps: int, peak: float, warmup: int) -> float:
 
 def render_dataset(config: TrainConfig, work: Path) -> np.ndarray:
     """The training images, (n_train, size, size, 3) uint8, rendered once and kept in work/images.npy."""
-    path = work / f"images-{config.n_train}-{config.size}.npy"
+    scale = "" if config.object_scale == 1 else f"-x{config.object_scale}"
+    path = work / f"images-{config.n_train}-{config.size}{scale}.npy"
     if path.is_file():
         return np.load(path)
     images = np.empty((config.n_train, config.size, config.size, 3), dtype=np.uint8)
     for i in tqdm(range(config.n_train), desc="render scenes", mininterval=5):
-        images[i] = scenes.render(scenes.sample_scene(i), config.size)[0]
+        images[i] = scenes.render(scenes.sample_scene(i, object_scale=config.object_scale), config.size)[0]
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             np.save(f, images)
@@ -142,7 +147,7 @@ def to_tensor(images: np.ndarray, device) -> torch.Tensor:
 # values: a finished stage would otherwise be kept as it is, and the card would name settings it never saw. A
 # stage's own step count is not among them: a finished stage may resume to train longer (its learning-rate
 # schedule then stretches from where it stands).
-VAE_SETTINGS = ("seed", "n_train", "size", "warmup", "ema", "vae_channels", "vae_layers", "vae_batch", "vae_crop",
+VAE_SETTINGS = ("seed", "n_train", "size", "object_scale", "warmup", "ema", "vae_channels", "vae_layers", "vae_batch", "vae_crop",
                 "vae_lr", "vae_kl", "vae_init_logvar")
 STAGE_SETTINGS = {
     "vae": VAE_SETTINGS,
@@ -176,7 +181,9 @@ class Stage:
         self.settings = stage_settings(config, name)
         if self.path.is_file():
             state = torch.load(self.path, weights_only=True, map_location="cpu")
-            before = json.loads(state["settings"]) if "settings" in state else self.settings  # older states: unchecked
+            # older states: unchecked; a field newer than the state was at its default when the state was made
+            before = {**stage_settings(TrainConfig(), name), **json.loads(state["settings"])} \
+                if "settings" in state else self.settings
             differ = [k for k in self.settings if before.get(k) != self.settings[k]]
             if differ:
                 raise ValueError(f"{self.path}: this {name} state was trained with other settings (" + ", ".join(
@@ -332,7 +339,8 @@ def train_unet(config: TrainConfig, latents: tuple[torch.Tensor, torch.Tensor], 
         index = torch.randint(len(mean), (config.unet_batch,), generator=g)
         phrasing = torch.randint(len(scenes.PHRASINGS), (config.unet_batch,), generator=g)
         drop = torch.rand(config.unet_batch, generator=g) < config.uncond_prob
-        prompts = ["" if d else scenes.caption(scenes.sample_scene(int(i)), phrasing=int(p))
+        prompts = ["" if d else scenes.caption(scenes.sample_scene(int(i), object_scale=config.object_scale),
+                                               phrasing=int(p))
                    for i, p, d in zip(index, phrasing, drop)]
         with torch.no_grad():
             c = encode_text(tokenizer, text_encoder, prompts)  # (B, L, D)
@@ -355,11 +363,12 @@ def object_weights(config: TrainConfig, latent_size: int, work: Path | None = No
     if config.unet_object_weight == 1:
         return torch.ones(config.n_train, 1, latent_size, latent_size)
     f = config.size // latent_size  # pixels per latent cell
-    path = None if work is None else work / f"object-cover-{config.n_train}-{latent_size}.npy"
+    scale = "" if config.object_scale == 1 else f"-x{config.object_scale}"
+    path = None if work is None else work / f"object-cover-{config.n_train}-{latent_size}{scale}.npy"
     if path is not None and path.is_file():
         cover = np.load(path)
     else:
-        cover = np.stack([scenes.coverage(scenes.sample_scene(i), config.size)
+        cover = np.stack([scenes.coverage(scenes.sample_scene(i, object_scale=config.object_scale), config.size)
                           .reshape(latent_size, f, latent_size, f).mean(axis=(1, 3)) for i in range(config.n_train)])
         if path is not None:
             with atomic_path(path) as tmp:
@@ -440,8 +449,9 @@ def write_card(report: dict, out: Path) -> Path:
         "Trained from scratch on this project's CPU by `python -m pix2pix_zero.world.train` (seeded: the same "
         "command remakes it; stages resume from `--work`). Made by this project, MIT-licensed like it.", "",
         "| | |", "|---|---|",
-        f"| data | {c['n_train']} scenes, seeds 0..{c['n_train'] - 1} (`world/scenes.py`), {c['size']} px; held-out "
-        f"seeds from {scenes.HELD_OUT} are never used |",
+        f"| data | {c['n_train']} scenes, seeds 0..{c['n_train'] - 1} (`world/scenes.py`), {c['size']} px" +
+        (f", objects x{c['object_scale']:g} the world's size" if c.get("object_scale", 1) != 1 else "") +
+        f"; held-out seeds from {scenes.HELD_OUT} are never used |",
         f"| VAE | SD's KL autoencoder, widths {c['vae_channels']}, {c['vae_layers']} resnet per level, 8x down, 4 "
         f"latent channels; {c['vae_steps']} steps, batch {c['vae_batch']}, {c['vae_crop']} px crops, AdamW "
         f"{c['vae_lr']}, then {c['vae_full_steps']} steps, batch {c['vae_full_batch']}, whole images, AdamW "
@@ -559,7 +569,8 @@ def train_all(config: TrainConfig, out: Path, work: Path, device) -> dict:
                              {"world": {"config": asdict(config), "trained_with": "python -m pix2pix_zero.world.train"}})
             print(f"wrote {out / CHECKPOINT}")
     if "classifier" in config.stages:
-        model, losses, accuracy = classifier.train(config.classifier_steps, config.seed + 5, device)
+        model, losses, accuracy = classifier.train(config.classifier_steps, config.seed + 5, device,
+                                                   object_scale=config.object_scale)
         classifier.save(model, out / classifier.FILE)
         curves["shape classifier (cross-entropy)"] = losses
         report["classifier"] = {"steps": len(losses), "held_out_accuracy": accuracy,
