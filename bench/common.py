@@ -1,4 +1,6 @@
-"""What both benchmarks share: the full-size random checkpoints, and running one measurement in a fresh process."""
+"""What the benchmarks share: the full-size random checkpoints, running one measurement in a fresh process, and
+the world benches' --object-scale."""
+import argparse
 import json
 import subprocess
 import sys
@@ -25,3 +27,12 @@ def run_child(code: str, *args) -> dict:
     if out.returncode:
         raise SystemExit(f"{args[0]} failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def object_scale(text: str) -> float:
+    """argparse type of the world benches' --object-scale: a number whose objects fit the frame."""
+    from pix2pix_zero.world import scenes
+    try:
+        return scenes.check_object_scale(float(text))
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None

@@ -37,6 +37,8 @@ from pix2pix_zero.world.bench import held_out_scene, parse_task, to_model
 from pix2pix_zero.world.commands import read_csv
 from pix2pix_zero.world.measure import object_mask, shape_fit, unit
 
+from common import object_scale
+
 EYE = (*scenes.SHAPES, "none")  # what a label by eye may say
 CLUTTERED = 0.6  # a mask that fits no shape better than this IoU holds more than the object
 
@@ -209,13 +211,9 @@ def main() -> None:
                    "call the target, of the first variant")
     p.add_argument("--blind", type=int, default=12, help="edits a task of the first variant to label by eye")
     p.add_argument("--labels", help="the labels by eye of the blind sample (CSV: task, seed, eye)")
-    p.add_argument("--object-scale", type=float, default=1.0, help="the world-bench run's --object-scale")
+    p.add_argument("--object-scale", type=object_scale, default=1.0, help="the world-bench run's --object-scale")
     p.add_argument("--classifier", default=str(WORLD_DIR / classifier.FILE), help="the shape classifier")
     a = p.parse_args()
-    try:
-        scenes.sample_scene(scenes.HELD_OUT, object_scale=a.object_scale)
-    except ValueError as e:
-        p.error(f"--object-scale: {e}")
     judge_cnn = classifier.load(a.classifier)
     print(f"Both judges on the truth, {a.n} held-out scenes a shape (named right):\n")
     on_the_truth(judge_cnn, a.n, a.object_scale)

@@ -27,6 +27,8 @@ from pix2pix_zero.world import CHECKPOINT, WORLD_DIR, classifier, scenes
 from pix2pix_zero.world.bench import held_out_scene, to_model
 from pix2pix_zero.world.measure import object_mask, unit
 
+from common import object_scale
+
 TIMESTEPS = (100, 300, 500, 700, 900)
 
 
@@ -89,13 +91,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--weights", nargs="+", default=[str(CHECKPOINT)])
     p.add_argument("--n", type=int, default=32, help="held-out scenes per shape")
-    p.add_argument("--object-scale", type=float, default=1.0, help="objects this many times the world's size")
+    p.add_argument("--object-scale", type=object_scale, default=1.0, help="objects this many times the world's size")
     p.add_argument("--classifier", default=str(WORLD_DIR / classifier.FILE), help="the shape judge")
     a = p.parse_args()
-    try:
-        scenes.sample_scene(scenes.HELD_OUT, object_scale=a.object_scale)
-    except ValueError as e:
-        p.error(f"--object-scale: {e}")
     s = a.object_scale
     judge = classifier.load(a.classifier)
     shares = lambda result: ", ".join(f"{shape} {100 * v:.1f}%" for shape, v in result.items())

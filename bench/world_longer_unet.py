@@ -24,7 +24,9 @@ import torch
 from pix2pix_zero import load_sd
 from pix2pix_zero.loading.clip_text import load_tokenizer
 from pix2pix_zero.world import CHECKPOINT
-from pix2pix_zero.world import scenes, train
+from pix2pix_zero.world import train
+
+from common import object_scale
 
 
 def main() -> int:
@@ -32,7 +34,7 @@ def main() -> int:
     p.add_argument("--steps", type=int, default=4000, help="the learning-rate schedule's length")
     p.add_argument("--stop", type=int, default=None, help="stop at this step (default: --steps)")
     p.add_argument("--lr", type=float, default=3e-4, help="peak learning rate of the restart")
-    p.add_argument("--object-scale", type=float, default=1.0, help="objects this many times the world's size")
+    p.add_argument("--object-scale", type=object_scale, default=1.0, help="objects this many times the world's size")
     p.add_argument("--work", default="runs/world-longer", help="training state (resumed) and cached data")
     p.add_argument("--out", default="runs/world-longer", help="where the checkpoint goes")
     a = p.parse_args()
@@ -42,10 +44,6 @@ def main() -> int:
     work, out = Path(a.work), Path(a.out)
     work.mkdir(parents=True, exist_ok=True)
     config = train.TrainConfig(unet_steps=stop, unet_lr=a.lr, object_scale=a.object_scale)
-    try:  # an impossible scale is refused before any work
-        scenes.sample_scene(0, object_scale=a.object_scale)
-    except ValueError as e:
-        p.error(f"--object-scale: {e}")
     sd = load_sd(str(CHECKPOINT), "cpu", torch.float32)
     images = train.render_dataset(config, work)
     latents = train.encode_dataset(sd.vae, images, work, "cpu")

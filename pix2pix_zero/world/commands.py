@@ -36,7 +36,7 @@ def check_object_scale(a: argparse.Namespace) -> None:
     """A scale whose objects would not fit the frame: one line (the command line prints a ValueError so)."""
     from . import scenes
     try:
-        scenes.sample_scene(scenes.HELD_OUT, object_scale=a.object_scale)
+        scenes.check_object_scale(a.object_scale)
     except ValueError as e:
         raise ValueError(f"--object-scale: {e}") from None
 

@@ -48,15 +48,20 @@ class Scene:
         return "small" if self.radius < 0.17 else "large" if self.radius > 0.23 else "medium"
 
 
+def check_object_scale(object_scale: float) -> float:
+    """The scale, or a ValueError when its largest objects could not stay inside the frame (or it is not > 0)."""
+    if not (0 < object_scale and CENTRE[0] + RADIUS[1] * (object_scale - 1) < 0.5):
+        raise ValueError(f"object_scale {object_scale} is outside (0, {1 + (0.5 - CENTRE[0]) / RADIUS[1]:.4g}): "
+                         "larger objects would not fit inside the frame")
+    return object_scale
+
+
 def sample_scene(seed: int, shape: str | None = None, object_scale: float = 1.0) -> Scene:
     """Every factor from one numpy Generator seeded with `seed` (shape fixed if given, drawn anyway).
     `object_scale` multiplies the radius range and narrows the centre's by as much as the largest radius grows,
     so every object stays as far inside the frame; 1 is the world the shipped model was trained on. Another
     scale keeps every other factor of the seed."""
-    grow = RADIUS[1] * (object_scale - 1)  # exactly 0 at scale 1: the same numbers as before the option
-    if not (0 < object_scale and CENTRE[0] + grow < 0.5):
-        raise ValueError(f"object_scale {object_scale} is outside (0, {1 + (0.5 - CENTRE[0]) / RADIUS[1]:.4g}): "
-                         "larger objects would not fit inside the frame")
+    grow = RADIUS[1] * (check_object_scale(object_scale) - 1)  # exactly 0 at scale 1: the numbers drawn before
     rng = np.random.default_rng(seed)
     drawn_shape = SHAPES[rng.integers(len(SHAPES))]
     bg = list(BACKGROUND_COLOURS)

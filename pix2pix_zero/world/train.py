@@ -123,10 +123,14 @@ def learning_rate(step: int, steps: int, peak: float, warmup: int) -> float:
     return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
+def scale_tag(config: TrainConfig) -> str:
+    """The object scale in a cache file's name ("-x1.4"); none at the world's own scale, as before the option."""
+    return "" if config.object_scale == 1 else f"-x{config.object_scale}"
+
+
 def render_dataset(config: TrainConfig, work: Path) -> np.ndarray:
     """The training images, (n_train, size, size, 3) uint8, rendered once and kept in work/images.npy."""
-    scale = "" if config.object_scale == 1 else f"-x{config.object_scale}"
-    path = work / f"images-{config.n_train}-{config.size}{scale}.npy"
+    path = work / f"images-{config.n_train}-{config.size}{scale_tag(config)}.npy"
     if path.is_file():
         return np.load(path)
     images = np.empty((config.n_train, config.size, config.size, 3), dtype=np.uint8)
@@ -147,8 +151,8 @@ def to_tensor(images: np.ndarray, device) -> torch.Tensor:
 # values: a finished stage would otherwise be kept as it is, and the card would name settings it never saw. A
 # stage's own step count is not among them: a finished stage may resume to train longer (its learning-rate
 # schedule then stretches from where it stands).
-VAE_SETTINGS = ("seed", "n_train", "size", "object_scale", "warmup", "ema", "vae_channels", "vae_layers", "vae_batch", "vae_crop",
-                "vae_lr", "vae_kl", "vae_init_logvar")
+VAE_SETTINGS = ("seed", "n_train", "size", "object_scale", "warmup", "ema", "vae_channels", "vae_layers",
+                "vae_batch", "vae_crop", "vae_lr", "vae_kl", "vae_init_logvar")
 STAGE_SETTINGS = {
     "vae": VAE_SETTINGS,
     "vae-full": (*VAE_SETTINGS, "vae_steps", "vae_full_batch", "vae_full_lr"),  # it starts from the crop phase
@@ -363,8 +367,7 @@ def object_weights(config: TrainConfig, latent_size: int, work: Path | None = No
     if config.unet_object_weight == 1:
         return torch.ones(config.n_train, 1, latent_size, latent_size)
     f = config.size // latent_size  # pixels per latent cell
-    scale = "" if config.object_scale == 1 else f"-x{config.object_scale}"
-    path = None if work is None else work / f"object-cover-{config.n_train}-{latent_size}{scale}.npy"
+    path = None if work is None else work / f"object-cover-{config.n_train}-{latent_size}{scale_tag(config)}.npy"
     if path is not None and path.is_file():
         cover = np.load(path)
     else:
