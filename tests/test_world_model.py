@@ -201,6 +201,7 @@ def test_world_bench_resume_equals_a_fresh_run(command, tmp_path):
     code, out, err = command([*base, "--n", "5", "--out", resumed, "--resume"])
     assert code == 0, err
     assert "5 edits (2 from an earlier run)" in out
+    assert "by background:" in out and "By background:" in (resumed / "summary.md").read_text()
     assert command([*base, "--n", "5", "--out", fresh])[0] == 0
     a, b = read_csv(resumed / "defaults" / "edits.csv"), read_csv(fresh / "defaults" / "edits.csv")
     assert [r["seed"] for r in a] == [r["seed"] for r in b] == [scenes.HELD_OUT + k for k in range(5)]
@@ -224,6 +225,29 @@ def test_world_bench_resume_equals_a_fresh_run(command, tmp_path):
     code, out, err = command([*base, "--n", "5", "--out", resumed, "--resume", "--lambda-xa", "0.2"])
     assert code == 2 and "made with other settings (config.lambda_xa 0.1, now 0.2)" in err
     assert (resumed / "defaults" / "edits.csv").read_bytes() == before
+
+
+def test_world_bench_groups_edits_by_the_scenes_background():
+    """The table by background: each row's background is drawn again from its seed and is the held-out scene's
+    whatever the shape and object scale it was drawn with; the groups come in the world's order, each with its
+    own rows (success 1 on stripes only: 100% there, 0% elsewhere), and the last row is all of them."""
+    from pix2pix_zero.world.commands import table_cells, with_background
+    rows = []
+    for scale in (1.0, 1.4):
+        for shape in scenes.SHAPES:
+            for k in range(10):
+                scene = bench.held_out_scene(shape, k, scale)
+                rows.append({"task": f"{shape}2x", "seed": scene.seed, "truth": scene.background,
+                             "success": float(scene.background == "stripes")})
+    tagged = with_background(rows)
+    assert [r["background"] for r in tagged] == [r["truth"] for r in rows]
+    table = table_cells(tagged, ("success",), "background", scenes.BACKGROUNDS)
+    present = [kind for kind in scenes.BACKGROUNDS if any(r["truth"] == kind for r in rows)]
+    assert len(present) >= 4 and [row[0] for row in table[1:]] == [*present, "all"]
+    for name, n, success in table[1:-1]:
+        assert int(n) == sum(r["truth"] == name for r in rows)
+        assert success == ("100 [100, 100]" if name == "stripes" else "0 [0, 0]")
+    assert table[-1][1] == str(len(rows))
 
 
 def test_shape_fit_by_hand():

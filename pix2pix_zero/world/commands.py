@@ -105,12 +105,14 @@ def main_world(argv: list[str]) -> int:
     return 0
 
 
-def table_cells(rows: list[dict], metrics, group: str = "task") -> list[list[str]]:
-    """[group, n, "mean [95% bootstrap interval]" per metric] per group and over all rows; success in %."""
+def table_cells(rows: list[dict], metrics, group: str = "task", order=()) -> list[list[str]]:
+    """[group, n, "mean [95% bootstrap interval]" per metric] per group (those named in `order` first, in its
+    order) and over all rows; success in %."""
     from ..tools.evaluation.stats import summarize
-    groups = {}
+    groups = {name: [] for name in order}
     for row in rows:
         groups.setdefault(row[group], []).append(row)
+    groups = {name: members for name, members in groups.items() if members}
     groups["all"] = rows
     table = [[group, "n", *metrics]]
     for name, members in groups.items():
@@ -121,6 +123,13 @@ def table_cells(rows: list[dict], metrics, group: str = "task") -> list[list[str
             cells.append(f"{scale * s.mean:.3g} [{scale * s.low:.3g}, {scale * s.high:.3g}]")
         table.append(cells)
     return table
+
+
+def with_background(rows: list[dict]) -> list[dict]:
+    """The rows with each scene's background kind, drawn again from its seed (a scene's background does not depend
+    on the shape asked for or the object scale): for world-bench's table by background."""
+    from . import scenes
+    return [{**row, "background": scenes.sample_scene(int(row["seed"])).background} for row in rows]
 
 
 def as_text(table: list[list[str]]) -> str:
@@ -204,7 +213,7 @@ def main_world_bench(argv: list[str]) -> int:
                                                           "every batch) and edit only the batches missing")
     world_args(p)
     a = p.parse_args(argv)
-    from . import bench
+    from . import bench, scenes
     from ..tools.evaluation.sheet import contact_sheet
     from ..tools.files import atomic_path
     from ..tools.image import save_png, tensor_to_pil
@@ -260,9 +269,10 @@ def main_world_bench(argv: list[str]) -> int:
         print(f"\n{variant.name}: {len(rows)} edits ({reused} from an earlier run) in {seconds:.0f} s "
               f"(config {json.dumps(variant.changes)}, sentences {variant.sentences})")
         table = table_cells(rows, FAST_TABLE)
-        print(as_text(table))
+        backgrounds = table_cells(with_background(rows), FAST_TABLE, "background", scenes.BACKGROUNDS)
+        print(as_text(table) + "\n\nby background:\n" + as_text(backgrounds))
         markdown.append(f"### {variant.name}\n\n{len(rows)} edits ({reused} from an earlier run), {seconds:.0f} s\n\n"
-                        f"{as_markdown(table)}\n")
+                        f"{as_markdown(table)}\n\nBy background:\n\n{as_markdown(backgrounds)}\n")
         keep(rows)
         # edits reused from an edits.csv copied without its PNGs (docs/world/grid-200 keeps only the tables)
         # are measured but cannot be shown
