@@ -9,12 +9,15 @@ mask: it has no "none of these", so a lumpy blob gets the name of whichever shap
 judge fits each shape to the same mask: the shape's outline placed at the mask's centroid, its circumradius
 chosen so its area equals the mask's, its rotation searched over a 3 degree grid, scored by IoU with the mask;
 it names the best-fitting shape. It learns nothing, but it reads the outline strictly (a star with rounded tips
-fits a star less well than the real thing) and has no "none" either. Both judges are first read on the truth
+fits a star less well than the real thing) and has no "none" either. The third, the outline judge
+(measure.outline_verdict), fits the shapes to the mask's outline (opened by a pixel, its largest piece: no stripe
+edge the decoder moved) and says "none" unless one shape fits well and clearly better than the rest, by the
+thresholds that 95% of the VAE's round trips pass (printed). The judges are first read on the truth
 (held-out renders, and the same scenes through the shipped VAE, which no edit can beat), then on every saved
 edit (the PNGs of a world-bench folder): success by each, by both, their agreement, and the classifier's
 probability of the target when it names it. Then a blind sample of the first variant's edits (--blind a task,
 seeded) is drawn as a sheet with no verdict on it, to be labelled by eye (the shape seen, or none); --labels
-reads those labels back and sets both judges against them. A second sheet shows, per task, edits that only
+reads those labels back and sets the judges against them. A second sheet shows, per task, edits that only
 the classifier, only the fit, and both call the target. --object-scale judges a world-bench run made with the
 same --object-scale (and, with --classifier, by the classifier trained at that scale).
 """
@@ -35,7 +38,7 @@ from pix2pix_zero.tools.files import atomic_path
 from pix2pix_zero.world import CHECKPOINT, WORLD_DIR, classifier, scenes
 from pix2pix_zero.world.bench import held_out_scene, parse_task, to_model
 from pix2pix_zero.world.commands import read_csv
-from pix2pix_zero.world.measure import object_mask, shape_fit, unit
+from pix2pix_zero.world.measure import OUTLINE_IOU, OUTLINE_MARGIN, object_mask, outline, shape_fit, unit, verdict
 
 from common import object_scale
 
@@ -43,21 +46,29 @@ EYE = (*scenes.SHAPES, "none")  # what a label by eye may say
 CLUTTERED = 0.6  # a mask that fits no shape better than this IoU holds more than the object
 
 
-def judge(judge_cnn, masks: list[np.ndarray]) -> tuple[list[str], list[dict[str, float]], list[dict[str, float]]]:
-    """(the classifier's names, its probabilities, the fits) for masks (H, W) bool."""
+def judge(judge_cnn, masks: list[np.ndarray]) -> tuple[list[str], list[dict[str, float]], list[dict[str, float]],
+                                                      list[dict[str, float]]]:
+    """(the classifier's names, its probabilities, the fits, the fits of the outline) for masks (H, W) bool."""
     x = torch.from_numpy(np.stack(masks))[:, None].float()
     with torch.no_grad():
         probabilities = judge_cnn(x).softmax(-1)
     named = [scenes.SHAPES[i] for i in probabilities.argmax(-1)]
     as_dict = [dict(zip(scenes.SHAPES, p.tolist())) for p in probabilities]
-    return named, as_dict, [shape_fit(m) for m in masks]
+    return named, as_dict, [shape_fit(m) for m in masks], [shape_fit(outline(torch.from_numpy(m))) for m in masks]
+
+
+def best_two(fits: dict[str, float]) -> tuple[str, float, float]:
+    """(the best-fitting shape, its IoU, its margin over the next)."""
+    (best, first), (_, second) = sorted(fits.items(), key=lambda item: -item[1])[:2]
+    return best, first, first - second
 
 
 def on_the_truth(judge_cnn, n: int, object_scale: float = 1.0) -> None:
     """Both judges on held-out renders and on the same scenes after the shipped VAE's round trip."""
     sd = load_sd(CHECKPOINT, "cpu", torch.float32)
-    print("| shape | classifier, renders | fit, renders | classifier, VAE round trip | fit, VAE round trip |\n"
-          "|---|---|---|---|---|")
+    print("| shape | classifier, renders | fit, renders | outline judge, renders | classifier, VAE round trip | fit, "
+          "VAE round trip | outline judge, VAE round trip (none) |\n|---|---|---|---|---|---|---|")
+    named_right = []  # (IoU, margin) of the VAE round trips' outlines the fit names right
     for shape in scenes.SHAPES:
         chosen = [held_out_scene(shape, k, object_scale) for k in range(n)]
         rendered = [scenes.render(s) for s in chosen]
@@ -66,10 +77,17 @@ def on_the_truth(judge_cnn, n: int, object_scale: float = 1.0) -> None:
         cells = []
         for masks in ([r[1] for r in rendered],
                       [object_mask(unit(decoded[i]), unit(r[2])).numpy() for i, r in enumerate(rendered)]):
-            named, _, fits = judge(judge_cnn, masks)
+            named, _, fits, outlines = judge(judge_cnn, masks)
+            verdicts = [verdict(f) for f in outlines]
             cells += [f"{100 * np.mean([m == shape for m in named]):.0f}%",
-                      f"{100 * np.mean([max(f, key=f.get) == shape for f in fits]):.0f}%"]
+                      f"{100 * np.mean([max(f, key=f.get) == shape for f in fits]):.0f}%",
+                      f"{100 * np.mean([v == shape for v in verdicts]):.0f}% ({verdicts.count('none')})"]
+        named_right += [best_two(f)[1:] for f in outlines if best_two(f)[0] == shape]  # the round trips' outlines
         print(f"| {shape} | " + " | ".join(cells) + " |", flush=True)
+    iou, margin = np.percentile(np.array(named_right), 5, axis=0)
+    print(f"\nThe VAE round trips' outlines the fit names right ({len(named_right)}): 5th percentile of the best IoU "
+          f"{iou:.3f}, of its margin over the next shape {margin:.3f} (measure.OUTLINE_IOU {OUTLINE_IOU}, "
+          f"OUTLINE_MARGIN {OUTLINE_MARGIN})")
 
 
 def on_edits(judge_cnn, folder: Path, object_scale: float = 1.0) -> list[dict]:
@@ -88,10 +106,10 @@ def on_edits(judge_cnn, folder: Path, object_scale: float = 1.0) -> list[dict]:
         scene = scenes.sample_scene(r["seed"], shape=parse_task(r["task"])[0], object_scale=object_scale)
         edit = np.array(Image.open(r["edit"]).convert("RGB"))
         masks.append(object_mask(unit(edit), unit(scenes.render(scene)[2])).numpy())
-    named, probabilities, fits = judge(judge_cnn, masks)
-    for r, name, p, f in zip(rows, named, probabilities, fits):
+    named, probabilities, fits, outlines = judge(judge_cnn, masks)
+    for r, name, p, f, o in zip(rows, named, probabilities, fits, outlines):
         r |= {"target": parse_task(r["task"])[1], "from_png": name, "p_target": p[parse_task(r["task"])[1]],
-              "fit": max(f, key=f.get), "fit_iou": f}
+              "fit": max(f, key=f.get), "fit_iou": f, "outline": verdict(o)}
     changed = sum(r["from_png"] != r["predicted"] for r in rows)
     print(f"\n{folder.name}: the classifier re-run on the 8-bit PNGs names another shape than edits.csv for "
           f"{changed} of {len(rows)} (rounding moves a pixel across the object threshold); the columns marked PNG "
@@ -104,13 +122,15 @@ def summary(rows: list[dict], label: str) -> None:
     for r in rows:
         by_task.setdefault(r["task"], []).append(r)
     print(f"\n{label}: {len(rows)} edits, success % [95% bootstrap interval] by each judge\n\n| task | "
-          "classifier, edits.csv (world-bench) | classifier, PNG | fit, PNG | both, PNG | judges agree | "
-          "classifier's p(target) when it names the target, median [10th percentile] |\n|---|---|---|---|---|---|---|")
+          "classifier, edits.csv (world-bench) | classifier, PNG | fit, PNG | both, PNG | judges agree | outline "
+          "judge, PNG | outline judge: none | classifier's p(target) when it names the target, median [10th "
+          "percentile] |\n|---|---|---|---|---|---|---|---|---|")
     for task, chosen in {**by_task, "all": rows}.items():
         cells = []
         for hit in (lambda r: r["predicted"] == r["target"], lambda r: r["from_png"] == r["target"],
                     lambda r: r["fit"] == r["target"],
-                    lambda r: r["from_png"] == r["target"] == r["fit"], lambda r: r["from_png"] == r["fit"]):
+                    lambda r: r["from_png"] == r["target"] == r["fit"], lambda r: r["from_png"] == r["fit"],
+                    lambda r: r["outline"] == r["target"], lambda r: r["outline"] == "none"):
             m = summarize([100.0 * hit(r) for r in chosen])
             cells.append(f"{m.mean:.1f} [{m.low:.1f}, {m.high:.1f}]")
         p = [r["p_target"] for r in chosen if r["from_png"] == r["target"]]
@@ -182,24 +202,31 @@ def by_eye(sample: list[dict], labels: Path) -> None:
         raise SystemExit(f"error: {labels}: no label for {len(missing)} edits of the sample, e.g. {missing[0]}; the "
                          "labels are for the blind sheet of the first --variants at the same --blind")
     print(f"\nBy eye ({labels}), {len(sample)} edits: success % [95% bootstrap interval]; then, of the edits each "
-          "judge calls a success, the share the eye calls the target\n\n| task | eye | classifier | fit | "
-          "classifier's successes right by eye | fit's successes right by eye | what the eye saw |\n"
-          "|---|---|---|---|---|---|---|")
+          "judge calls a success, the share the eye calls the target; then each judge's name for the object "
+          "against the eye's (the classifier and the fit cannot say none)\n\n| task | eye | classifier | fit | "
+          "outline judge | classifier's successes right by eye | fit's | outline judge's | the same name as the "
+          "eye: classifier, fit, outline judge | what the eye saw |\n|---|---|---|---|---|---|---|---|---|---|")
     tasks = sorted({r["task"] for r in sample})
+    judges = ("from_png", "fit", "outline")
     for task in [*tasks, "all"]:
         chosen = [r for r in sample if task in (r["task"], "all")]
         seen = [eye[r["task"], r["seed"]] for r in chosen]
         cells = []
-        for hit in (lambda r, e: e == r["target"], lambda r, e: r["from_png"] == r["target"],
-                    lambda r, e: r["fit"] == r["target"]):
+        for hit in (lambda r, e: e == r["target"], *(lambda r, e, j=j: r[j] == r["target"] for j in judges)):
             m = summarize([100.0 * hit(r, e) for r, e in zip(chosen, seen)])
             cells.append(f"{m.mean:.0f} [{m.low:.0f}, {m.high:.0f}]")
-        for judged in ("from_png", "fit"):
+        for judged in judges:
             right = [e == r["target"] for r, e in zip(chosen, seen) if r[judged] == r["target"]]
             cells.append(f"{sum(right)} of {len(right)}")
+        cells.append(", ".join(f"{sum(r[j] == e for r, e in zip(chosen, seen))}" for j in judges))
         counts = {name: seen.count(name) for name in [*scenes.SHAPES, "none"] if seen.count(name)}
         cells.append(", ".join(f"{name} {n}" for name, n in counts.items()))
         print(f"| {task} | " + " | ".join(cells) + " |")
+    print("\nThe outline judge (columns) against the eye (rows), all tasks:\n\n| eye | " + " | ".join(EYE) + " |\n|"
+          + "---|" * (len(EYE) + 1))
+    for seen in EYE:
+        said = [r["outline"] for r in sample if eye[r["task"], r["seed"]] == seen]
+        print(f"| {seen} | " + " | ".join(str(said.count(name)) for name in EYE) + " |")
 
 
 def main() -> None:

@@ -17,7 +17,8 @@ from pix2pix_zero.config import EditConfig
 from pix2pix_zero.loading.load import load_sd
 from pix2pix_zero.loading.random_checkpoint import diffusers_configs
 from pix2pix_zero.world import CHECKPOINT, WORLD_DIR, bench, classifier, scenes
-from pix2pix_zero.world.measure import ROTATION_PERIOD, core_colour_error, dilate, measure_edit, shape_fit
+from pix2pix_zero.world.measure import (ROTATION_PERIOD, core_colour_error, dilate, largest_component, measure_edit,
+                                        outline, outline_verdict, shape_fit)
 from pix2pix_zero.world.bench import to_model
 
 CLASSIFIER = WORLD_DIR / classifier.FILE
@@ -133,7 +134,9 @@ def test_world_command_writes_the_edit_and_its_measures(command, tmp_path):
     assert record["scene"]["seed"] == scenes.HELD_OUT + 1 and record["scene"]["shape"] == "square"
     assert record["settings"]["config"]["num_steps"] == 10 and record["caption"] == scenes.caption(
         bench.held_out_scene("square", 1))
-    assert set(record["measured"]) >= {"success", "centroid_error", "colour_error", "psnr_bg", "psnr_recon"}
+    assert set(record["measured"]) >= {"success", "centroid_error", "colour_error", "psnr_bg", "psnr_recon", "outline"}
+    assert record["measured"]["outline"] in (*scenes.SHAPES, "none")
+    assert f"the outline judge: {record['measured']['outline']})" in out
     from PIL import Image
     assert Image.open(tmp_path / "scene1-square2circle.png").size == (128, 128)
     assert Image.open(tmp_path / "scene1-square2circle-side_by_side.png").width >= 4 * 128
@@ -225,6 +228,49 @@ def test_world_bench_resume_equals_a_fresh_run(command, tmp_path):
     code, out, err = command([*base, "--n", "5", "--out", resumed, "--resume", "--lambda-xa", "0.2"])
     assert code == 2 and "made with other settings (config.lambda_xa 0.1, now 0.2)" in err
     assert (resumed / "defaults" / "edits.csv").read_bytes() == before
+
+
+def test_largest_component_by_hand():
+    """8-connected: two pixels that touch at a corner are one piece; of a 3-pixel diagonal and a separate 2 x 2
+    block (4 pixels) the block is the largest; an empty mask stays empty."""
+    mask = torch.zeros(8, 8, dtype=torch.bool)
+    mask[0, 0] = mask[1, 1] = mask[2, 2] = True  # a diagonal: one piece of 3
+    mask[5:7, 4:6] = True  # a block of 4
+    assert torch.equal(largest_component(mask), torch.zeros_like(mask).index_put_((torch.tensor([5, 5, 6, 6]),
+                       torch.tensor([4, 5, 4, 5])), torch.tensor(True)))
+    mask[3, 3] = mask[4, 4] = True  # the diagonal grows to 5 pixels and touches the block at (4, 4)-(5, 5)
+    assert largest_component(mask).sum() == 9
+    assert not largest_component(torch.zeros(4, 4, dtype=torch.bool)).any()
+
+
+def test_outline_drops_background_slivers_and_stray_pieces():
+    """A rendered circle with a one-pixel line across the frame (a stripe edge the decoder moved) and a 3 x 3
+    speck apart from it: the outline is the circle alone (IoU > 0.98 with it, no line pixel away from it, no
+    speck)."""
+    scene = dataclasses.replace(scenes.sample_scene(0, "circle"), cx=0.5, cy=0.5, radius=0.2)
+    circle = torch.from_numpy(scenes.coverage(scene, 128) >= 0.5)
+    mask = circle.clone()
+    mask[20, :] = True  # the line, clear of the circle (rows 38 to 89)
+    mask[100:103, 10:13] = True  # the speck
+    kept = outline(mask)
+    assert (kept & circle).sum() / (kept | circle).sum() > 0.98
+    assert not kept[:30].any() and not kept[95:].any()
+
+
+def test_outline_verdict_says_none_for_a_blob_that_is_no_world_shape():
+    """The judge with a "none" answer: every world shape, rendered, is named; a squircle (|x|^3.5 + |y|^3.5 <= r^3.5)
+    fits circle and square alike (IoU 0.918 and 0.914: no clear winner) and a 2:1 ellipse fits no shape well
+    (best IoU 0.66): both are none."""
+    for shape in scenes.SHAPES:
+        scene = dataclasses.replace(scenes.sample_scene(3, shape), cx=0.5, cy=0.5, radius=0.22, rotation=0.3)
+        assert outline_verdict(torch.from_numpy(scenes.coverage(scene, 128) >= 0.5)) == shape
+    y, x = np.meshgrid((np.arange(128) + 0.5) / 128 - 0.5, (np.arange(128) + 0.5) / 128 - 0.5, indexing="ij")
+    squircle = np.abs(x) ** 3.5 + np.abs(y) ** 3.5 <= 0.25 ** 3.5
+    fits = shape_fit(squircle)
+    assert abs(fits["circle"] - fits["square"]) < 0.01 < min(fits["circle"], fits["square"]) - 0.8
+    assert outline_verdict(torch.from_numpy(squircle)) == "none"
+    ellipse = (x / 0.3) ** 2 + (y / 0.15) ** 2 <= 1
+    assert max(shape_fit(ellipse).values()) < 0.7 and outline_verdict(torch.from_numpy(ellipse)) == "none"
 
 
 def test_world_bench_groups_edits_by_the_scenes_background():

@@ -80,8 +80,10 @@ def main_world(argv: list[str]) -> int:
     edit_start = time.perf_counter()
     result = bench.edit_scene(sd, scene, target, config, direction)
     edit_seconds = time.perf_counter() - edit_start
-    from .measure import measure_edit
+    from .measure import measure_edit, object_mask, outline_verdict, unit
     row = measure_edit(scene, target, result.edits[0], result.reconstruction, clf)
+    # a second opinion with a "none" answer (docs/world.md, "The shape judge, checked"); the classifier decides success
+    row["outline"] = outline_verdict(object_mask(unit(result.edits[0]), unit(scenes.render(scene)[2])))
     out, stem = Path(a.out), f"scene{a.scene}-{a.task}"
     ideal = bench.to_model(scenes.render(scenes.with_shape(scene, target))[0])
     save_png(tensor_to_pil(result.edits[0]), out / f"{stem}.png")
@@ -98,7 +100,8 @@ def main_world(argv: list[str]) -> int:
     # psnr_bg is NaN when every pixel moved away from the true background (e.g. checks redrawn as another pattern)
     background = ("no background left unchanged to compare (the edit redrew it)" if math.isnan(row["psnr_bg"])
                   else f"background PSNR {row['psnr_bg']:.1f} dB")
-    print(f"{scenes.caption(scene)}: {source} -> {target} {verdict} (classified {row['predicted']}); {background}, "
+    print(f"{scenes.caption(scene)}: {source} -> {target} {verdict} (classified {row['predicted']}; the outline judge: "
+          f"{row['outline']}); {background}, "
           f"colour error {row['colour_error']:.0f}/255, centroid moved {row['centroid_error']:.1f} px; "
           f"edit {edit_seconds:.1f} s, total {record['total_seconds']:.1f} s")
     print(f"wrote {out / stem}.png, {stem}-side_by_side.png (input | reconstruction | edit | ideal), {stem}.json")
