@@ -1,4 +1,4 @@
-"""Where the world's reconstruction loses its background: PSNR by background kind, step by step, no edit involved.
+"""Where the world's reconstruction loses its background: PSNR by background kind, stage by stage, no edit involved.
 
   python bench/world_backgrounds.py [--weights weights/world/baby-sd.safetensors] [--n 24] [--steps 50]
                                     [--sheet outputs/world-backgrounds.png]
@@ -22,15 +22,15 @@ import torch
 from PIL import Image
 
 from pix2pix_zero import load_sd, options
-from pix2pix_zero.config import EditConfig
-from pix2pix_zero.pipeline import setting_rules
-from pix2pix_zero.editing import decode_latents
 from pix2pix_zero.all_shifts import pair_loss_expected
+from pix2pix_zero.config import EditConfig
+from pix2pix_zero.editing import decode_latents
 from pix2pix_zero.inversion import encode_image
+from pix2pix_zero.pipeline import setting_rules
 from pix2pix_zero.tools.image import save_png, side_by_side, tensor_to_pil
 from pix2pix_zero.world import CHECKPOINT, scenes
-from pix2pix_zero.world.commands import as_markdown
 from pix2pix_zero.world.bench import to_model
+from pix2pix_zero.world.commands import as_markdown
 from pix2pix_zero.world.measure import psnr, unit
 
 SETTINGS = {"DDIM, no regularizer": {"num_reg_steps": 0}, "paper regularizer (defaults)": {},
