@@ -106,5 +106,6 @@ def main() -> None:
     print(f"wrote {save_png(grid, a.sheet)} (rows {', '.join(scenes.BACKGROUNDS)}; input | VAE alone | "
           f"{' | '.join(SETTINGS)})")
 
+
 if __name__ == "__main__":
     main()

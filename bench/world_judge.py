@@ -6,20 +6,20 @@
 
 world-bench's success is the shipped CNN's forced choice among the world's four shapes for the edited object's
 mask: it has no "none of these", so a lumpy blob gets the name of whichever shape it is least unlike. The second
-judge fits each shape to the same mask: the shape's outline placed at the mask's centroid, its circumradius
-chosen so its area equals the mask's, its rotation searched over a 3 degree grid, scored by IoU with the mask;
-it names the best-fitting shape. It learns nothing, but it reads the outline strictly (a star with rounded tips
-fits a star less well than the real thing) and has no "none" either. The third, the outline judge
-(measure.outline_verdict), fits the shapes to the mask's outline (opened by a pixel, its largest piece: no stripe
-edge the decoder moved) and says "none" unless one shape fits well and clearly better than the rest, by the
-thresholds that 95% of the VAE's round trips pass (printed). The judges are first read on the truth
-(held-out renders, and the same scenes through the shipped VAE, which no edit can beat), then on every saved
+judge fits each shape to the same mask: the shape's outline placed at the mask's centroid, its circumradius chosen
+so its area equals the mask's, its rotation searched over a 3 degree grid, scored by IoU with the mask; it names
+the best-fitting shape. It learns nothing, but it reads the outline strictly (a star with rounded tips fits a star
+less well than the real thing) and has no "none" either. The third, the outline judge (measure.outline_verdict),
+fits the shapes to the mask's outline (opened by a pixel, its largest piece: no stripe edge the decoder moved) and
+says "none" unless one shape fits well and clearly better than the rest (thresholds: the 5th percentiles of the
+best IoU and of its margin over the VAE round trips the fit names right, printed). The judges are first read on the
+truth (held-out renders, and the same scenes through the shipped VAE, which no edit can beat), then on every saved
 edit (the PNGs of a world-bench folder): success by each, by both, their agreement, and the classifier's
 probability of the target when it names it. Then a blind sample of the first variant's edits (--blind a task,
-seeded) is drawn as a sheet with no verdict on it, to be labelled by eye (the shape seen, or none); --labels
-reads those labels back and sets the judges against them. A second sheet shows, per task, edits that only
-the classifier, only the fit, and both call the target. --object-scale judges a world-bench run made with the
-same --object-scale (and, with --classifier, by the classifier trained at that scale).
+seeded) is drawn as a sheet with no verdict on it, to be labelled by eye (the shape seen, or none); --labels reads
+those labels back and sets the judges against them. A second sheet shows, per task, edits that only the classifier,
+only the fit, and both call the target. --object-scale judges a world-bench run made with the same --object-scale
+(and, with --classifier, by the classifier trained at that scale).
 """
 import argparse
 import csv
@@ -38,7 +38,8 @@ from pix2pix_zero.tools.files import atomic_path
 from pix2pix_zero.world import CHECKPOINT, WORLD_DIR, classifier, scenes
 from pix2pix_zero.world.bench import held_out_scene, parse_task, to_model
 from pix2pix_zero.world.commands import read_csv
-from pix2pix_zero.world.measure import OUTLINE_IOU, OUTLINE_MARGIN, object_mask, outline, shape_fit, unit, verdict
+from pix2pix_zero.world.measure import (OUTLINE_IOU, OUTLINE_MARGIN, best_two, object_mask, outline, shape_fit, unit,
+                                        verdict)
 
 from common import object_scale
 
@@ -57,14 +58,8 @@ def judge(judge_cnn, masks: list[np.ndarray]) -> tuple[list[str], list[dict[str,
     return named, as_dict, [shape_fit(m) for m in masks], [shape_fit(outline(torch.from_numpy(m))) for m in masks]
 
 
-def best_two(fits: dict[str, float]) -> tuple[str, float, float]:
-    """(the best-fitting shape, its IoU, its margin over the next)."""
-    (best, first), (_, second) = sorted(fits.items(), key=lambda item: -item[1])[:2]
-    return best, first, first - second
-
-
 def on_the_truth(judge_cnn, n: int, object_scale: float = 1.0) -> None:
-    """Both judges on held-out renders and on the same scenes after the shipped VAE's round trip."""
+    """The judges on held-out renders and on the same scenes after the shipped VAE's round trip."""
     sd = load_sd(CHECKPOINT, "cpu", torch.float32)
     print("| shape | classifier, renders | fit, renders | outline judge, renders | classifier, VAE round trip | fit, "
           "VAE round trip | outline judge, VAE round trip (none) |\n|---|---|---|---|---|---|---|")

@@ -94,14 +94,14 @@ def largest_component(mask: torch.Tensor) -> torch.Tensor:
     """The largest 8-connected component of a (H, W) bool mask (empty for an empty mask). Every pixel starts with
     its own number; each pass gives it the largest number among its neighbours in the mask, until nothing
     changes: each component then carries one number."""
+    if not mask.any():
+        return mask.clone()
     labels = torch.arange(1, mask.numel() + 1, dtype=torch.float64).view(mask.shape) * mask
     while True:
         grown = F.max_pool2d(labels[None, None], 3, stride=1, padding=1)[0, 0] * mask
         if torch.equal(grown, labels):
             break
         labels = grown
-    if not mask.any():
-        return mask.clone()
     numbers, counts = labels[mask].unique(return_counts=True)
     return labels == numbers[counts.argmax()]
 
@@ -127,8 +127,14 @@ def outline_verdict(mask: torch.Tensor) -> str:
 
 def verdict(fits: dict[str, float]) -> str:
     """`outline_verdict` from the fits of the outline."""
+    best, iou, margin = best_two(fits)
+    return best if iou >= OUTLINE_IOU and margin >= OUTLINE_MARGIN else "none"
+
+
+def best_two(fits: dict[str, float]) -> tuple[str, float, float]:
+    """(the best-fitting shape, its IoU, its margin over the next shape's)."""
     (best, first), (_, second) = sorted(fits.items(), key=lambda item: -item[1])[:2]
-    return best if first >= OUTLINE_IOU and first - second >= OUTLINE_MARGIN else "none"
+    return best, first, first - second
 
 
 def core_colour_error(scene: scenes.Scene, target: str, edit) -> float:
